@@ -1,0 +1,3 @@
+from oonibackend.cli import main
+
+main()

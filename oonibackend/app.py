@@ -1,0 +1,69 @@
+"""The API application: one aiohttp app serving every route, built from a Config."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp_apispec import setup_aiohttp_apispec
+
+from oonibackend import storage
+from oonibackend.appkeys import CONFIG, DB, METRICS
+from oonibackend.config import Config
+from oonibackend.errors import error_middleware
+from oonibackend.metrics import Metrics
+
+log = logging.getLogger("oonibackend.app")
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler):
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        route = request.match_info.route
+        name = route.resource.canonical if route.resource is not None else "unmatched"
+        m = request.app[METRICS]
+        m.inc("http_requests_total", help="HTTP requests by route and status",
+              route=name, status=str(status))
+        m.observe("http_request_duration_seconds", time.perf_counter() - t0,
+                  help="HTTP request latency by route", route=name)
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    db = storage.connect(app[CONFIG])
+    app[DB] = db
+    yield
+    await db.close()
+
+
+def make_app(cfg: Config) -> web.Application:
+    from oonibackend.quotas.middleware import quota_middleware
+    from oonibackend.routes import collector, pages, probe_services, quotas_summary
+
+    app = web.Application(
+        client_max_size=cfg.server.max_body_size,
+        middlewares=[error_middleware, metrics_middleware, quota_middleware],
+    )
+    app[CONFIG] = cfg
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(database_ctx)
+    for component in (pages, probe_services, collector, quotas_summary):
+        component.setup(app)
+    setup_aiohttp_apispec(
+        app,
+        title="OONI API",
+        version="1",
+        url="/apispec_1.json",
+        swagger_path="/apidocs",
+    )
+    return app

@@ -1,0 +1,21 @@
+"""Typed keys for what the aiohttp application carries (no module-level state)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from oonibackend.config import Config
+from oonibackend.metrics import Metrics
+from oonibackend.storage import Database
+
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+DB = web.AppKey("db", Database)
+# Filled by their components' cleanup contexts; typed loosely to keep imports one-way.
+GEOIP = web.AppKey("geoip", Any)
+SPOOL = web.AppKey("spool", Any)
+FORWARDER = web.AppKey("forwarder", Any)
+QUOTAS = web.AppKey("quotas", Any)
+TEST_LISTS = web.AppKey("test_lists", Any)

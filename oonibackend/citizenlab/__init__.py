@@ -1,0 +1,1 @@
+"""CitizenLab test-list import into the citizenlab table."""

@@ -1,0 +1,261 @@
+"""Configuration: one TOML file over documented defaults.
+
+Every key lives in a dataclass below with its default; `etc/oonibackend.toml` documents the
+same keys. Relative paths are resolved against `data_dir`, so the defaults work on a fresh
+machine under `./var/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """Raised for an unreadable config file or an unknown / mistyped key."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Public base URL, used in links the API hands out (next_url, measurement_url).
+    base_url: str = "https://api.ooni.io/"
+    # Collector id: the `n<id>` part of report ids; one character in production.
+    collector_id: str = "1"
+    # Name of this host in `other_collectors` (defaults to the machine's FQDN).
+    hostname: str = ""
+    # Sibling API hosts that may hold fresh measurements in their spool (read side).
+    other_collectors: list[str] = field(default_factory=list)
+    # X-Real-IP / X-Forwarded-For are trusted only when the TCP peer is one of these.
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Largest accepted request body, in bytes (after decompression for measurements).
+    max_body_size: int = 16 * 1024 * 1024
+    # Origins allowed for credentialed CORS (regular expressions).
+    cors_origins: list[str] = field(
+        default_factory=lambda: [
+            r"^https://[-A-Za-z0-9]+\.ooni\.org$",
+            r"^https://[-A-Za-z0-9]+\.test\.ooni\.org$",
+            r"^https://[-A-Za-z0-9]+\.ooni\.io$",
+            r"^https://[-A-Za-z0-9]+\.test\.ooni\.io$",
+        ]
+    )
+
+
+@dataclass
+class DatabaseConfig:
+    # "embedded": chdb in one owner process, reached through ClickHouse's HTTP interface.
+    # "http": a ClickHouse server's HTTP interface at `url`.
+    # "native": a ClickHouse server over the native protocol (asynch) at `url`.
+    driver: str = "embedded"
+    # http(s)://host:8123 for "http"; clickhouse://user:pass@host:9000/db for "native".
+    url: str = ""
+    database: str = "default"
+    user: str = "default"
+    password: str = ""
+    # Embedded owner: chdb directory and the loopback port of its HTTP interface.
+    path: str = "db"
+    owner_host: str = "127.0.0.1"
+    owner_port: int = 8123
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    # Sent as the ClickHouse setting `max_execution_time` on reads (seconds).
+    max_execution_time: int = 28
+    pool_size: int = 8
+
+
+@dataclass
+class SpoolConfig:
+    # Root of the measurement spool (incoming/<hour>_<cc>_<test>/<uid>.post).
+    dir: str = "spool"
+    # fsync the write-ahead log before acknowledging (only ever disable in benchmarks).
+    fsync: bool = True
+    # Largest number of measurements committed by one fdatasync (group commit).
+    max_batch: int = 512
+    # Seconds between checkpoints (fsync of .post files, then WAL truncation).
+    checkpoint_interval: float = 10.0
+
+
+@dataclass
+class FastpathConfig:
+    # Local endpoints that accept POST /<measurement_uid>; tried in order.
+    urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8472/"])
+    # Simultaneous deliveries in flight.
+    concurrency: int = 8
+    timeout: float = 10.0
+    # Back-off between retries while the fastpath is down (seconds, doubles up to max).
+    retry_min: float = 0.5
+    retry_max: float = 30.0
+    # Pending uids kept in memory; beyond this the spool is rescanned when the queue drains.
+    max_pending_in_memory: int = 200_000
+    # Whether `oonibackend run` starts the local fastpath.
+    enabled: bool = True
+    port: int = 8472
+    workers: int = 0
+
+
+@dataclass
+class QuotasConfig:
+    enabled: bool = True
+    dir: str = "quotas"
+    # Budgets in seconds of wall-clock request time.
+    daily: int = 4000
+    weekly: int = 20000
+    monthly: int = 60000
+    # Budgets for requests carrying a valid account token.
+    token_daily: int = 500
+    token_weekly: int = 2000
+    token_monthly: int = 6000
+    # Addresses never metered.
+    whitelist: list[str] = field(default_factory=lambda: ["37.218.245.43", "37.218.242.149"])
+    # Exact paths and path prefixes (ending in "*") that are never metered.
+    unmetered: list[str] = field(
+        default_factory=lambda: ["/", "/health", "/metrics", "/report*", "/api/v1/submit_measurement"]
+    )
+    # How often pending charges are written to LMDB (seconds).
+    flush_interval: float = 1.0
+
+
+@dataclass
+class GeoIPConfig:
+    # MaxMind-format country and ASN files (db-ip lite or GeoLite2). Missing: ZZ / AS0.
+    cc_db: str = "geoip/cc.mmdb"
+    asn_db: str = "geoip/asn.mmdb"
+
+
+@dataclass
+class ProbeConfig:
+    # HS256 key for probe and account tokens; empty: generated once into data_dir/jwt_secret.
+    jwt_secret: str = ""
+    token_expiry_days: int = 7
+    psiphon_config_file: str = "psiphon_config.json"
+    tor_targets_file: str = "tor_targets.json"
+    # Seconds between refreshes of the in-memory URL-list snapshot used by check-in.
+    test_list_refresh: float = 60.0
+    # Feature flags returned by check-in under conf.features.
+    features: dict[str, bool] = field(
+        default_factory=lambda: {
+            "torsf_enabled": False,
+            "vanilla_tor_enabled": True,
+            "openvpn_enabled": False,
+        }
+    )
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"
+    # "json" (one object per line) or "text".
+    format: str = "json"
+
+
+@dataclass
+class Config:
+    data_dir: str = "var"
+    server: ServerConfig = field(default_factory=ServerConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    fastpath: FastpathConfig = field(default_factory=FastpathConfig)
+    quotas: QuotasConfig = field(default_factory=QuotasConfig)
+    geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Where the config was read from (not a key).
+    source: str = ""
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path: absolute as is, relative under data_dir."""
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.data_dir) / p
+
+    def jwt_secret(self) -> str:
+        """The configured key, or one generated and kept under data_dir."""
+        if self.probe.jwt_secret:
+            return self.probe.jwt_secret
+        f = self.path("jwt_secret")
+        try:
+            return f.read_text().strip()
+        except FileNotFoundError:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_hex(32)
+            tmp = f.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(key)
+            try:
+                os.link(tmp, f)  # first writer wins if two processes race
+            except FileExistsError:
+                pass
+            os.unlink(tmp)
+            return f.read_text().strip()
+
+    def db_url(self) -> str:
+        """URL of the database for clients (the owner's HTTP interface when embedded)."""
+        if self.database.driver == "embedded":
+            return f"http://{self.database.owner_host}:{self.database.owner_port}"
+        return self.database.url
+
+
+def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in fields or key == "source":
+            raise ConfigError(f"unknown config key {where}{key}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key} must be a table")
+            _merge(current, value, f"{where}{key}.")
+            continue
+        expected = type(current)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{where}{key} must be {expected.__name__}, got {type(value).__name__}"
+            )
+        setattr(obj, key, value)
+
+
+def load(path: str | None = None, **overrides: Any) -> Config:
+    """Read `path` (TOML) over the defaults, then apply non-None command-line overrides.
+
+    Overrides use dotted names: load(None, **{"server.port": 9000}).
+    """
+    cfg = Config()
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"invalid TOML in {path}: {e}") from e
+        _merge(cfg, data, "")
+        cfg.source = path
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node: dict[str, Any] = {leaf: value}
+        for p in reversed(parents):
+            node = {p: node}
+        _merge(cfg, node, "")
+    cfg.data_dir = os.path.abspath(cfg.data_dir)
+    if cfg.database.driver not in ("embedded", "http", "native"):
+        raise ConfigError("database.driver must be embedded, http or native")
+    if cfg.database.driver != "embedded" and not cfg.database.url:
+        raise ConfigError(f"database.url is required with driver {cfg.database.driver}")
+    return cfg
+
+
+def dump_overrides(cfg: Config) -> dict[str, Any]:
+    """The config as a plain dict (for handing to child processes)."""
+    d = dataclasses.asdict(cfg)
+    d.pop("source", None)
+    return d

@@ -1,0 +1,67 @@
+"""The one error format: `{"error": "..."}` with a 4xx/5xx status, for every route.
+
+Handlers raise `APIError` (or aiohttp's HTTP exceptions); the middleware turns both, and any
+unexpected exception, into JSON. Unexpected exceptions are logged with a traceback and answered
+500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from oonibackend import jsonutil
+
+log = logging.getLogger("oonibackend.errors")
+
+
+class APIError(Exception):
+    def __init__(self, message: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+def json_error(message: str, status: int = 400, headers: dict[str, str] | None = None,
+               **extra: Any) -> web.Response:
+    body = {"error": message, **extra}
+    h = {"Cache-Control": "no-cache", **(headers or {})}
+    return web.Response(body=jsonutil.dumps(body), status=status,
+                        content_type="application/json", headers=h)
+
+
+_REASONS = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    429: "Quota exceeded",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except APIError as e:
+        return json_error(e.message, e.status, e.headers, **e.extra)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        if e.content_type == "application/json":
+            raise
+        msg = _REASONS.get(e.status, e.reason)
+        if e.status == 413:
+            msg = "Request body too large"
+        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "retry-after")}
+        return json_error(msg, e.status, headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error("Internal server error", 500)

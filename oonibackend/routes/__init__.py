@@ -1,0 +1,1 @@
+"""HTTP routes by area; each module has `setup(app)` that adds its routes and contexts."""

@@ -1,0 +1,117 @@
+"""Operational and legacy pages: landing page, health, robots.txt, metrics, old redirects."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from oonibackend.appkeys import METRICS
+from oonibackend.errors import APIError
+
+EXPLORER = "https://explorer.ooni.org"
+_DAY = re.compile(r"^\d{4}-[0-1]\d-[0-3]\d$")
+
+ROBOTS = """User-agent: *
+Disallow: /api/_
+Disallow: /api/v1/aggregation
+Disallow: /api/v1/measurement_meta
+Disallow: /api/v1/raw_measurement
+Disallow: /api/v1/test-list/urls
+Disallow: /api/v1/torsf_stats
+Disallow: /files
+Disallow: /stats
+Disallow: /201
+Disallow: /202
+Crawl-delay: 300
+"""
+
+LANDING = """<!doctype html>
+<html><head><title>OONI API</title></head>
+<body><h1>Welcome to the OONI API</h1>
+<p>See the <a href="/apidocs">API documentation</a>.</p></body></html>
+"""
+
+
+@docs(summary="Landing page")
+async def index(request: web.Request) -> web.Response:
+    return web.Response(text=LANDING, content_type="text/html")
+
+
+@docs(summary="Health check")
+async def health(request: web.Request) -> web.Response:
+    return web.Response(text="UP")
+
+
+@docs(summary="Robots.txt")
+async def robots(request: web.Request) -> web.Response:
+    return web.Response(text=ROBOTS, headers={"Cache-Control": "max-age=86400"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def api_root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/apidocs")
+
+
+def _day_search(day: str) -> str:
+    if not _DAY.match(day):
+        raise APIError("Invalid date", 400)
+    try:
+        d = dt.date.fromisoformat(day)
+    except ValueError as e:
+        raise APIError("Invalid date", 400) from e
+    return f"{EXPLORER}/search?until={d + dt.timedelta(days=1)}&since={d}"
+
+
+async def legacy_redirect(request: web.Request) -> web.Response:
+    path = request.path
+    if path == "/stats":
+        raise web.HTTPMovedPermanently(EXPLORER)
+    raise web.HTTPMovedPermanently(f"{EXPLORER}/search")
+
+
+async def files_by_date(request: web.Request) -> web.Response:
+    raise web.HTTPMovedPermanently(_day_search(request.match_info["date"]))
+
+
+async def files_by_country(request: web.Request) -> web.Response:
+    cc = request.match_info["country_code"]
+    if len(cc) != 2 or not cc.isalpha():
+        raise APIError("Invalid country code", 400)
+    raise web.HTTPMovedPermanently(f"{EXPLORER}/search?probe_cc={cc.upper()}")
+
+
+async def legacy_day(request: web.Request) -> web.Response:
+    day = request.match_info["date"]
+    if not _DAY.match(day):
+        raise web.HTTPNotFound()
+    raise web.HTTPMovedPermanently(_day_search(day))
+
+
+async def legacy_report_file(request: web.Request) -> web.Response:
+    day, name = request.match_info["date"], request.match_info["report_file"]
+    if _DAY.match(day) and name.endswith(".json") and re.match(r"^[\w.-]+$", name):
+        raise web.HTTPFound(f"/files/download/{name}")
+    raise web.HTTPNotFound()
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/health", health)
+    app.router.add_get("/robots.txt", robots)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/", api_root)
+    for p in ("/stats", "/files", "/files/by_date", "/files/by_country"):
+        app.router.add_get(p, legacy_redirect)
+    app.router.add_get("/files/by_date/{date}", files_by_date)
+    app.router.add_get("/files/by_country/{country_code}", files_by_country)
+    app.router.add_get(r"/{date:\d{4}-\d\d-\d\d}", legacy_day)
+    app.router.add_get(r"/{date:\d{4}-\d\d-\d\d}/{report_file}", legacy_report_file)

@@ -1,0 +1,1 @@
+"""Durable measurement spool: write-ahead log with group commit, then per-measurement files."""

@@ -1,0 +1,95 @@
+"""The storage layer: one interface to ClickHouse for the whole code base.
+
+    db = storage.connect(cfg)        # picks the driver from cfg.database
+    rows = await db.query("SELECT ... WHERE probe_cc = %(cc)s", {"cc": "IT"})
+    await db.insert("fastpath", rows)
+    await db.execute("CREATE TABLE ...")
+
+Parameters use the pyformat style `%(name)s` and are rendered client-side into ClickHouse
+literals by `sql.render`, identically for every driver (this also avoids chdb's thread-unsafe
+`params=`). Query results are lists of dicts with Python types (int, float, str, datetime,
+date, list, None), whatever the driver.
+
+Drivers:
+* `http`: ClickHouse's HTTP interface (a real server, or the embedded owner process).
+* `native`: ClickHouse's native protocol via asynch (production).
+* `chdb`: chdb in this process; only the owner process and offline CLI jobs use it, since
+  only one process may open a chdb directory.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from oonibackend.config import Config
+
+Row = dict[str, Any]
+Params = Mapping[str, Any] | None
+Settings = Mapping[str, Any] | None
+
+
+class DatabaseError(Exception):
+    """A query failed (syntax, unknown table, timeout, server error)."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database could not be reached; the caller may retry later."""
+
+
+class QueryLimitExceeded(DatabaseError):
+    """The query hit max_execution_time or a rows/bytes-to-read limit."""
+
+
+class Database(abc.ABC):
+    """Async access to ClickHouse. Implementations are safe to share within one event loop."""
+
+    @abc.abstractmethod
+    async def query(self, sql: str, params: Params = None, settings: Settings = None) -> list[Row]:
+        """Run a SELECT and return its rows as dicts."""
+
+    async def query_one(self, sql: str, params: Params = None, settings: Settings = None
+                        ) -> Row | None:
+        rows = await self.query(sql, params, settings)
+        return rows[0] if rows else None
+
+    @abc.abstractmethod
+    async def execute(self, sql: str, params: Params = None, settings: Settings = None) -> None:
+        """Run a statement that returns no rows (DDL, INSERT ... SELECT, OPTIMIZE)."""
+
+    @abc.abstractmethod
+    async def insert(self, table: str, rows: Sequence[Mapping[str, Any]],
+                     columns: Sequence[str] | None = None, settings: Settings = None) -> None:
+        """Insert rows (dicts) in one batch. Columns default to the first row's keys."""
+
+    async def ping(self) -> bool:
+        try:
+            await self.query("SELECT 1 AS ok")
+            return True
+        except DatabaseError:
+            return False
+
+    async def close(self) -> None:  # noqa: B027 - optional for drivers without resources
+        pass
+
+
+def connect(cfg: Config, *, direct: bool = False) -> Database:
+    """The database client for `cfg`.
+
+    Embedded: the HTTP driver to the owner process, or chdb in this process when `direct`
+    (only for the owner itself and offline jobs holding the owner lock).
+    """
+    d = cfg.database
+    if d.driver == "native":
+        from oonibackend.storage.native import NativeDatabase
+
+        return NativeDatabase(cfg)
+    if d.driver == "embedded" and direct:
+        from oonibackend.storage.chdb_local import ChdbDatabase
+
+        return ChdbDatabase(str(cfg.path(d.path)))
+    from oonibackend.storage.http import HTTPDatabase
+
+    return HTTPDatabase(cfg)

@@ -1,0 +1,1 @@
+"""The fastpath: durable intake, parallel scoring, batched ClickHouse upserts (issue 3)."""
