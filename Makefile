@@ -34,4 +34,5 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check oonibackend workers tests bench
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) bench/run.py $(ARGS)
