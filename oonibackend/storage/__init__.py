@@ -50,6 +50,11 @@ class Database(abc.ABC):
     async def query(self, sql: str, params: Params = None, settings: Settings = None) -> list[Row]:
         """Run a SELECT and return its rows as dicts."""
 
+    async def query_with_stats(self, sql: str, params: Params = None, settings: Settings = None
+                               ) -> tuple[list[Row], dict[str, Any]]:
+        """Rows plus what the server reports: rows_read, bytes_read, elapsed (seconds)."""
+        return await self.query(sql, params, settings), {}
+
     async def query_one(self, sql: str, params: Params = None, settings: Settings = None
                         ) -> Row | None:
         rows = await self.query(sql, params, settings)
@@ -89,7 +94,8 @@ def connect(cfg: Config, *, direct: bool = False) -> Database:
     if d.driver == "embedded" and direct:
         from oonibackend.storage.chdb_local import ChdbDatabase
 
-        return ChdbDatabase(str(cfg.path(d.path)))
+        return ChdbDatabase(str(cfg.path(d.path)), database=d.database,
+                            max_execution_time=d.max_execution_time)
     from oonibackend.storage.http import HTTPDatabase
 
     return HTTPDatabase(cfg)

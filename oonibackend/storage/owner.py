@@ -1,0 +1,257 @@
+"""The embedded database owner: the only process that opens the chdb directory.
+
+chdb allows one process per data directory, while the API, fastpath and CLI jobs are
+separate processes. The owner holds an exclusive lock on `<dbdir>.lock`, opens chdb and
+serves the subset of ClickHouse's HTTP interface that `HTTPDatabase` uses, on loopback.
+Everyone else therefore talks to embedded and real ClickHouse the same way.
+
+    python -m oonibackend.storage.owner [--config FILE] [--data-dir DIR] [--host H] [--port P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import fcntl
+import hmac
+import logging
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from oonibackend.storage import DatabaseError, DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from oonibackend.config import Config
+    from oonibackend.storage.chdb_local import ChdbDatabase
+
+log = logging.getLogger("oonibackend.storage.owner")
+
+EXIT_LOCKED = 3
+WORKERS = 4
+MAX_BODY = 1024 * 1024 * 1024
+# HTTP-interface parameters that are not query settings.
+_RESERVED = {
+    "query", "database", "default_format", "user", "password", "quota_key", "query_id",
+    "session_id", "session_timeout", "session_check", "compress", "decompress",
+    "buffer_size", "wait_end_of_query", "enable_http_compression",
+}
+_INSERT_FORMAT = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*;?\s*$", re.I | re.S)
+_STATUS = {516: 403, 62: 400, 60: 404, 81: 404}
+
+
+# ---- the lock ----
+
+def lock_path(cfg: Config) -> Path:
+    return Path(str(cfg.path(cfg.database.path)) + ".lock")
+
+
+def try_lock(cfg: Config) -> int | None:
+    """Take the owner lock without blocking: a file descriptor, or None if it is held.
+
+    CLI jobs use this too: holding the lock means no owner runs and chdb may be opened
+    in-process. Release with `release_lock`.
+    """
+    p = lock_path(cfg)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def lock_holder(cfg: Config) -> str:
+    """The pid written by the lock holder (for error messages), or '?'."""
+    try:
+        return lock_path(cfg).read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+# ---- the HTTP interface ----
+
+def _error(code: int, text: str) -> web.Response:
+    body = text if text.startswith("Code:") else f"Code: {code}. DB::Exception: {text}"
+    return web.Response(status=_STATUS.get(code, 500), text=body.rstrip() + "\n",
+                        headers={"X-ClickHouse-Exception-Code": str(code)})
+
+
+def _content_type(fmt: str) -> str:
+    return "application/json" if fmt.startswith("JSON") else "text/plain"
+
+
+class OwnerHandler:
+    """Serves `/`, `/ping` and queries with ClickHouse HTTP semantics."""
+
+    def __init__(self, db: ChdbDatabase, password: str, database: str,
+                 setting_names: set[str]) -> None:
+        self.db = db
+        self.password = password
+        self.database = database
+        self.setting_names = setting_names - _RESERVED
+
+    def _authorized(self, request: web.Request) -> bool:
+        if not self.password:
+            return True
+        given = request.headers.get("X-ClickHouse-Key") or request.query.get("password") or ""
+        auth = request.headers.get("Authorization", "")
+        if not given and auth.lower().startswith("basic "):
+            try:
+                given = base64.b64decode(auth[6:]).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                given = ""
+        return hmac.compare_digest(given.encode(), self.password.encode())
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="Ok.\n")
+
+    async def handle(self, request: web.Request) -> web.Response:
+        from oonibackend.storage.chdb_local import append_settings
+
+        if not self._authorized(request):
+            return _error(516, "Code: 516. DB::Exception: Authentication failed: "
+                               "password is incorrect. (AUTHENTICATION_FAILED)")
+        q = request.query
+        query = q.get("query", "")
+        body = await request.read() if request.method == "POST" else b""
+        if not query and not body:
+            if request.method == "GET":
+                return web.Response(text="Ok.\n")
+            return _error(62, "Empty query. (SYNTAX_ERROR)")
+        database = q.get("database")
+        if database and database != self.database:
+            return _error(81, f"Database {database} does not exist; this embedded server "
+                              f"serves only {self.database!r}. (UNKNOWN_DATABASE)")
+        settings = {k: v for k, v in q.items() if k in self.setting_names}
+        fmt = q.get("default_format") or "TabSeparated"
+        try:
+            m = _INSERT_FORMAT.match(query) if query and body else None
+            if m:
+                await self.db.run(self.db.raw_insert, m.group(1), m.group(2), body)
+                return web.Response(text="")
+            text = query + ("\n" if query and body else "") + body.decode("utf-8", "replace")
+            out = await self.db.run(self.db.raw, append_settings(text, settings), fmt)
+        except DatabaseUnavailable as e:  # no "Code:": clients map it to unavailable
+            return web.Response(status=503, text=f"{e}\n")
+        except DatabaseError as e:
+            code = getattr(e, "code", None) or 1000
+            log.info("query failed", extra={"code": code, "error": str(e)[:300]})
+            return _error(code, getattr(e, "server_text", None) or str(e))
+        return web.Response(body=out, content_type=_content_type(fmt),
+                            headers={"X-ClickHouse-Format": fmt})
+
+
+def make_app(db: ChdbDatabase, password: str, database: str,
+             setting_names: set[str]) -> web.Application:
+    h = OwnerHandler(db, password, database, setting_names)
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_get("/ping", h.ping)
+    app.router.add_route("GET", "/", h.handle)
+    app.router.add_route("POST", "/", h.handle)
+    return app
+
+
+def _setting_names(db: ChdbDatabase) -> set[str]:
+    out = db.raw("SELECT name FROM system.settings", "TabSeparated")
+    return {line for line in out.decode().splitlines() if line}
+
+
+async def serve(cfg: Config, stop: asyncio.Event | None = None) -> int:
+    """Own the database until SIGTERM/SIGINT (or `stop` is set). Returns an exit code."""
+    from oonibackend.storage.chdb_local import ChdbDatabase
+
+    d = cfg.database
+    dbdir = cfg.path(d.path)
+    fd = try_lock(cfg)
+    if fd is None:
+        log.error("database directory %s is in use by another owner (pid %s)",
+                  dbdir, lock_holder(cfg))
+        return EXIT_LOCKED
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    db = ChdbDatabase(str(dbdir), workers=WORKERS, database=d.database)
+    runner: web.AppRunner | None = None
+    try:
+        try:
+            await db.run(db.open)
+            names = await db.run(_setting_names, db)
+        except DatabaseError as e:
+            log.error("cannot open database %s: %s", dbdir, e)
+            return 1
+        runner = web.AppRunner(make_app(db, d.password, d.database, names), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, d.owner_host, d.owner_port).start()
+        except OSError as e:
+            log.error("cannot listen on %s:%s: %s", d.owner_host, d.owner_port, e)
+            return 1
+        log.info("database owner listening on http://%s:%s/ (dir %s)",
+                 d.owner_host, d.owner_port, dbdir)
+        await stop.wait()
+        log.info("database owner stopping")
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        await db.close()
+        release_lock(fd)
+
+
+def main(cfg: Config) -> int:
+    """Run the owner in this (fresh) process until it is signalled."""
+    try:
+        import uvloop
+
+        return uvloop.run(serve(cfg))
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency
+        return asyncio.run(serve(cfg))
+
+
+def cli(argv: list[str] | None = None) -> int:
+    from oonibackend import config, logs
+
+    ap = argparse.ArgumentParser(prog="python -m oonibackend.storage.owner",
+                                 description="Serve the embedded chdb database over HTTP.")
+    ap.add_argument("--config", help="TOML config file")
+    ap.add_argument("--data-dir", help="data directory (overrides data_dir)")
+    ap.add_argument("--host", help="listen address (database.owner_host)")
+    ap.add_argument("--port", type=int, help="listen port (database.owner_port)")
+    ap.add_argument("--path", help="chdb directory (database.path)")
+    a = ap.parse_args(argv)
+    overrides: dict[str, Any] = {
+        "data_dir": a.data_dir, "database.owner_host": a.host,
+        "database.owner_port": a.port, "database.path": a.path,
+    }
+    try:
+        cfg = config.load(a.config, **overrides)
+    except config.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.logging.level, cfg.logging.format)
+    return main(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
