@@ -45,13 +45,7 @@ async def open_database(cfg: Config) -> AsyncIterator[Database]:
         from oonibackend.storage import owner
 
         fd = owner.try_lock(cfg)
-    if fd is not None:
-        from oonibackend.storage.chdb_local import ChdbDatabase
-
-        db: Database = ChdbDatabase(str(cfg.path(cfg.database.path)),
-                                    database=cfg.database.database)
-    else:
-        db = storage.connect(cfg)
+    db: Database = storage.connect(cfg, direct=fd is not None)
     try:
         yield db
     finally:
