@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
-from oonibackend import storage
+from oonibackend import clientip, storage
 from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.config import Config
 from oonibackend.errors import error_middleware
@@ -53,9 +53,13 @@ def make_app(cfg: Config) -> web.Application:
     app = web.Application(
         client_max_size=cfg.server.max_body_size,
         middlewares=[error_middleware, metrics_middleware, quota_middleware],
+        # aiohttp cannot decode zstd and closes the connection on bad gzip; request bodies
+        # are decompressed by collector.read_body instead, with a size cap against bombs.
+        handler_args={"auto_decompress": False},
     )
     app[CONFIG] = cfg
     app[METRICS] = Metrics()
+    clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
     for component in (pages, probe_services, collector, quotas_summary):
         component.setup(app)

@@ -76,7 +76,6 @@ async def add_remaining_header(request: web.BaseRequest, response: web.StreamRes
 
 def setup(app: web.Application) -> None:
     """Register the quota lifecycle and header hook (once, however often it is called)."""
-    clientip.setup(app)
     if quotas_ctx not in app.cleanup_ctx:
         app.cleanup_ctx.append(quotas_ctx)
     if add_remaining_header not in app.on_response_prepare:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oonibackend import clientip
 from oonibackend.geoip import geoip_ctx
 from oonibackend.prioritization.snapshot import url_lists_ctx
 from oonibackend.routes import (
@@ -29,7 +28,6 @@ from oonibackend.routes import (
 
 
 def setup(app: web.Application) -> None:
-    clientip.setup(app)
     app.cleanup_ctx.append(geoip_ctx)
     app.cleanup_ctx.append(url_lists_ctx)
     for module in (checkin, test_helpers, probe_auth, probe_config, geolookup, test_lists):

@@ -1,1 +1,15 @@
-"""Durable measurement spool: write-ahead log with group commit, then per-measurement files."""
+"""Durable measurement spool: write-ahead log with group commit, then per-measurement files.
+
+    spool = Spool(cfg, metrics); await spool.start()         # replays a leftover WAL
+    await spool.write(hour_dir, uid, body)                   # returns once durable
+    forwarder = Forwarder(cfg, spool, metrics); await forwarder.start()
+    forwarder.enqueue(hour_dir, uid, body)                   # background fastpath delivery
+
+Modules: `wal` (log segments), `layout` (directories and files), `writer` (Spool),
+`forwarder` (Forwarder).
+"""
+
+from oonibackend.spool.forwarder import Forwarder
+from oonibackend.spool.writer import Spool, SpoolError
+
+__all__ = ["Forwarder", "Spool", "SpoolError"]

@@ -1,0 +1,249 @@
+"""Measurement collection: open report, submit, close, and the newer submit_measurement.
+
+A measurement is answered with its uid only once it is durable in the spool; delivery to the
+fastpath happens afterwards, in the background (oonibackend.spool.Forwarder).
+
+Request bodies are decompressed here, not by aiohttp: aiohttp cannot decode zstd without an
+extra package, and its errors on a bad gzip body close the connection instead of answering
+with our JSON error. Decompression is capped at server.max_body_size (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import zstandard
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from oonibackend import ids, jsonutil
+from oonibackend.appkeys import CONFIG, FORWARDER, METRICS, SPOOL
+from oonibackend.errors import APIError
+from oonibackend.spool import Forwarder, Spool, SpoolError
+
+log = logging.getLogger("oonibackend.collector")
+
+BACKEND_VERSION = "1.3.5"
+_ASN = re.compile(r"AS([0-9]{1,10})", re.ASCII)
+_CHUNK = 1 << 16
+
+
+# -- request bodies ------------------------------------------------------------------------
+
+def _too_large() -> APIError:
+    return APIError("Request body too large", 413)
+
+
+def _zstd(raw: bytes, cap: int) -> bytes:
+    out: list[bytes] = []
+    size = 0
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        with reader:
+            while chunk := reader.read(min(_CHUNK, cap + 1 - size)):
+                out.append(chunk)
+                size += len(chunk)
+                if size > cap:
+                    raise _too_large()
+    except zstandard.ZstdError:
+        raise APIError("Invalid zstd body") from None
+    return b"".join(out)
+
+
+def _zlib(raw: bytes, cap: int, wbits: int, name: str) -> bytes:
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(raw, cap + 1)
+    except zlib.error:
+        raise APIError(f"Invalid {name} body") from None
+    if len(out) > cap:
+        raise _too_large()
+    if not d.eof or d.unused_data:
+        raise APIError(f"Invalid {name} body")
+    return out
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, decompressed per Content-Encoding (identity, zstd, gzip, deflate).
+
+    The compressed size is capped by aiohttp (client_max_size, 413), the decompressed size
+    here by the same server.max_body_size.
+    """
+    raw = await request.read()
+    enc = request.headers.get("Content-Encoding", "").strip().lower()
+    if enc in ("", "identity"):
+        return raw
+    cap = request.app[CONFIG].server.max_body_size
+    if enc == "zstd":
+        return _zstd(raw, cap)
+    if enc in ("gzip", "x-gzip"):
+        return _zlib(raw, cap, 16 + zlib.MAX_WBITS, "gzip")
+    if enc == "deflate":
+        return _zlib(raw, cap, zlib.MAX_WBITS, "deflate")
+    raise APIError("Unsupported Content-Encoding")
+
+
+def _json_object(data: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        obj = jsonutil.loads(data)
+    except jsonutil.JSONDecodeError:
+        raise APIError(f"{what} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise APIError(f"{what} must be a JSON object")
+    return obj
+
+
+def _asn_number(value: Any) -> int:
+    """`AS1234` -> 1234; anything else -> 0 (unknown), like the legacy collector."""
+    m = _ASN.fullmatch(str(value or "AS0").upper())
+    return int(m.group(1)) if m and int(m.group(1)) < 2**32 else 0
+
+
+# -- storing -----------------------------------------------------------------------------------
+
+async def _store(request: web.Request, cc: str, testname: str, asn: int, body: bytes,
+                 endpoint: str) -> web.Response:
+    """Spool `body`, answer with its uid once durable, then queue it for the fastpath."""
+    metrics = request.app[METRICS]
+    uid = ids.new_measurement_uid(cc, testname)
+    hour_dir = ids.hour_dir_of(uid)
+    try:
+        await request.app[SPOOL].write(hour_dir, uid, body)
+    except SpoolError as e:
+        log.error("measurement not stored", extra={"error": str(e)})
+        raise APIError("Measurement could not be stored, retry later", 503) from None
+    metrics.inc("measurements_received_total", help="Measurements spooled, by endpoint",
+                endpoint=endpoint)
+    if asn == 0 or cc == "ZZ":
+        # The legacy API answered `{}` and dropped these. They are kept: an unknown network
+        # or country is still a measurement that belongs to the public record.
+        metrics.inc("as0_zz_measurements_total",
+                    help="Measurements from an unknown network (AS0) or country (ZZ)")
+    request.app[FORWARDER].enqueue(hour_dir, uid, body)
+    return jsonutil.response({"measurement_uid": uid}, cache=0)
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+@docs(summary="Probe Services: Open report",
+      description="Returns a report_id for the legacy collector flow. Body: JSON with "
+      "probe_cc, probe_asn (`AS<n>`) and test_name (other fields are ignored).")
+async def open_report(request: web.Request) -> web.Response:
+    try:
+        data = jsonutil.loads(await read_body(request))
+    except jsonutil.JSONDecodeError:
+        raise APIError("JSON expected") from None
+    if not isinstance(data, dict):
+        raise APIError("JSON expected")
+    cc = str(data.get("probe_cc") or "ZZ").upper().replace("_", "")
+    cc = ids.normalize_cc(cc)
+    asn = _asn_number(data.get("probe_asn"))
+    test_name = str(data.get("test_name") or "").lower()
+    try:
+        rid = ids.new_report_id(test_name, cc, asn, request.app[CONFIG].server.collector_id)
+    except ValueError:
+        raise APIError("Invalid test_name") from None
+    return jsonutil.response({
+        "backend_version": BACKEND_VERSION,
+        "supported_formats": ["yaml", "json"],
+        "report_id": rid,
+    }, cache=0)
+
+
+@docs(summary="Probe Services: Submit measurement",
+      description="Body: `{\"format\": \"json\", \"content\": {measurement}}`, optionally "
+      "compressed (Content-Encoding zstd or gzip). Answers `{\"measurement_uid\": ...}` once "
+      "the measurement is durably stored.")
+async def submit_report(request: web.Request) -> web.Response:
+    try:
+        rid = ids.parse_report_id(request.match_info["report_id"])
+    except ValueError:
+        raise APIError("Incorrect format") from None
+    body = await read_body(request)
+    # The legacy API spooled any bytes (even garbage) and left the fastpath to choke on them;
+    # here the body must at least be the documented envelope.
+    msm = _json_object(body, "Body")
+    if not isinstance(msm.get("content"), dict | str):
+        raise APIError("content must be a JSON object (or a YAML string)")
+    return await _store(request, rid.cc, rid.testname, rid.asn, body, "report")
+
+
+@docs(summary="Probe Services: Close report",
+      description="Kept for old probes; does nothing.")
+async def close_report(request: web.Request) -> web.Response:
+    return jsonutil.response({}, cache=3600)
+
+
+@docs(summary="Probe Services: Submit measurement (without a report)",
+      description="Body: `{format: \"json\", content: <measurement as a JSON string or "
+      "object>, nym, zkp_request, manifest_version, protocol_version}`. Credential fields "
+      "may be null and are ignored. Answers `{\"measurement_uid\": ...}`.")
+async def submit_measurement(request: web.Request) -> web.Response:
+    req = _json_object(await read_body(request), "Body")
+    fmt = req.get("format", "json")
+    if fmt != "json":
+        raise APIError("Unsupported format (expected \"json\")")
+    content = req.get("content")
+    raw_content: bytes | None = None
+    if isinstance(content, str):
+        try:
+            raw_content = content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise APIError("content is not valid JSON") from None
+        content = _json_object(raw_content, "content")
+    elif not isinstance(content, dict):
+        raise APIError("content must be a measurement (JSON object or string)")
+    try:
+        testname = ids.testname_of(content.get("test_name"))
+    except ValueError:
+        raise APIError("Invalid test_name") from None
+    cc = ids.normalize_cc(content.get("probe_cc"))
+    asn = _asn_number(content.get("probe_asn"))
+    try:
+        ids.parse_report_id(content.get("report_id"))
+    except ValueError:
+        # Downstream indexes measurements by report_id: give one to measurements without.
+        try:
+            content["report_id"] = ids.new_report_id(
+                content["test_name"], cc, asn, request.app[CONFIG].server.collector_id)
+            raw_content = None
+        except ValueError:
+            pass  # test name too long for a report id: keep the probe's value
+    # Spool the legacy collector envelope so the fastpath and the uploader see one format;
+    # an unchanged content string is embedded byte for byte.
+    if raw_content is not None:
+        body = b'{"format":"json","content":' + raw_content + b"}"
+    else:
+        body = jsonutil.dumps({"format": "json", "content": content})
+    return await _store(request, cc, testname, asn, body, "submit_measurement")
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+async def collector_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Spool (replays a crashed run's WAL) and forwarder live as long as the app."""
+    cfg, metrics = app[CONFIG], app[METRICS]
+    spool = Spool(cfg, metrics)
+    await spool.start()
+    forwarder = Forwarder(cfg, spool, metrics)
+    try:
+        await forwarder.start()
+        app[SPOOL] = spool
+        app[FORWARDER] = forwarder
+        yield
+    finally:
+        await forwarder.close()
+        await spool.close()
+
+
+def setup(app: web.Application) -> None:
+    # Bodies are decompressed by read_body with a size cap (make_app turns aiohttp's off).
+    app.cleanup_ctx.append(collector_ctx)
+    app.router.add_post("/report", open_report)
+    app.router.add_post("/report/{report_id}", submit_report)
+    app.router.add_post("/report/{report_id}/close", close_report)
+    app.router.add_post("/api/v1/submit_measurement", submit_measurement)

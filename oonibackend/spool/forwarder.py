@@ -1,0 +1,256 @@
+"""`Forwarder`: deliver spooled measurements to the fastpath, in the background.
+
+The probe's answer never waits for the fastpath: a measurement is acknowledged once it is in
+the spool, and this task delivers it afterwards with `POST <fastpath url><uid>` (URLs tried in
+order, 2xx = delivered). Delivered uids are appended to `<hour dir>/.delivered`, so what is
+pending is always "`*.post` minus `.delivered`" on disk; the in-memory queue is only a cache of
+that. While the fastpath is down, slow or answering 5xx (503 = backpressure), items stay
+pending and attempts back off exponentially from `retry_min` to `retry_max`.
+
+The queue holds at most `max_pending_in_memory` items; beyond that new items are left on disk
+and a rescan of the spool is done once the queue drains. A scan also runs at start-up, which
+covers measurements spooled before a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import aiohttp
+
+from oonibackend.config import Config
+from oonibackend.metrics import Metrics
+from oonibackend.spool import layout
+from oonibackend.spool.writer import Spool
+
+log = logging.getLogger("oonibackend.forwarder")
+
+# Bodies kept in memory for immediate delivery (beyond this they are re-read from disk).
+MAX_BODY_BYTES_IN_MEMORY = 64 * 1024 * 1024
+# `.delivered` appends are batched this often.
+FLUSH_INTERVAL = 0.5
+
+_Item = tuple[str, str, bytes | None]  # hour dir, uid, body if still in memory
+
+
+class Forwarder:
+    def __init__(self, cfg: Config, spool: Spool, metrics: Metrics) -> None:
+        fp = cfg.fastpath
+        self._urls = [u.rstrip("/") + "/" for u in fp.urls]
+        self._concurrency = max(1, fp.concurrency)
+        self._timeout = fp.timeout
+        self._retry_min = fp.retry_min
+        self._retry_max = max(fp.retry_max, fp.retry_min)
+        self._max_pending = max(1, fp.max_pending_in_memory)
+        self._spool = spool
+        self._metrics = metrics
+        self._queue: deque[_Item] = deque()
+        self._known: set[str] = set()  # uids queued or in flight (deduplicates scans)
+        self._inflight = 0
+        self._mem_bytes = 0
+        self._rescan = False
+        self._scanning = False
+        self._delivered_during_scan: set[str] | None = None
+        self._delivered_buf: dict[str, list[str]] = {}
+        self._backoff = self._retry_min
+        self._retry_at = 0.0
+        self._wake: asyncio.Event | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task] = []
+        metrics.set("fastpath_pending", lambda: len(self._queue) + self._inflight,
+                    help="Measurements queued in memory or in flight to the fastpath")
+        metrics.set("fastpath_rescan_pending", lambda: float(self._rescan),
+                    help="1 when measurements beyond the in-memory queue wait on disk")
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + self._inflight
+
+    async def start(self) -> None:
+        if not self._urls:
+            log.warning("no fastpath URL configured; measurements are only spooled")
+            return
+        self._wake = asyncio.Event()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+        )
+        self._rescan = True  # start-up scan: whatever a previous run left undelivered
+        self._tasks = [asyncio.create_task(self._worker(), name=f"forwarder-{i}")
+                       for i in range(self._concurrency)]
+        self._tasks.append(asyncio.create_task(self._flusher(), name="forwarder-flush"))
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop delivering; undelivered items stay pending on disk for the next start."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._flush()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def enqueue(self, hour_dir: str, uid: str, body: bytes | None = None) -> None:
+        """Queue a just-spooled measurement for delivery (never blocks)."""
+        if self._wake is None or uid in self._known:
+            return
+        if len(self._queue) >= self._max_pending:
+            self._rescan = True  # it is on disk; the rescan will find it
+            return
+        if body is not None and self._mem_bytes + len(body) > MAX_BODY_BYTES_IN_MEMORY:
+            body = None
+        if body is not None:
+            self._mem_bytes += len(body)
+        self._queue.append((hour_dir, uid, body))
+        self._known.add(uid)
+        self._wake.set()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def _next(self) -> _Item:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = self._retry_at - loop.time()
+            if delay > 0 and self._queue:
+                await asyncio.sleep(delay)
+                continue
+            if self._queue:
+                item = self._queue.popleft()
+                if item[2] is not None:
+                    self._mem_bytes -= len(item[2])
+                return item
+            if self._rescan and not self._scanning:
+                await self._scan()
+                continue
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _worker(self) -> None:
+        while True:
+            hour_dir, uid, body = await self._next()
+            self._inflight += 1
+            try:
+                await self._deliver(hour_dir, uid, body)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fastpath delivery error", extra={"uid": uid})
+                self._requeue(hour_dir, uid)
+            finally:
+                self._inflight -= 1
+
+    async def _deliver(self, hour_dir: str, uid: str, body: bytes | None) -> None:
+        if body is None:
+            path = layout.post_path(self._spool.incoming, hour_dir, uid)
+            try:
+                body = await asyncio.to_thread(_read, path)
+            except FileNotFoundError:
+                # Archived and removed by the uploader meanwhile: nothing left to deliver.
+                self._known.discard(uid)
+                self._metrics.inc("fastpath_gone_total",
+                                  help="Pending measurements removed from the spool before "
+                                  "delivery")
+                return
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        for url in self._urls:
+            try:
+                async with self._session.post(
+                    url + uid, data=body,
+                    headers={"Content-Type": "application/octet-stream"},
+                ) as resp:
+                    await resp.read()
+                    if 200 <= resp.status < 300:
+                        self._delivered(hour_dir, uid)
+                        return
+                    log.debug("fastpath refused", extra={"url": url, "status": resp.status})
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                log.debug("fastpath unreachable", extra={"url": url, "error": str(e)})
+        self._metrics.inc("fastpath_failed_attempts_total",
+                          help="Deliveries refused by or failing on every fastpath URL")
+        now = loop.time()
+        if now >= self._retry_at:
+            # First failure of this window: back off (concurrent failures don't compound).
+            if self._backoff >= self._retry_max:
+                log.warning("fastpath unavailable", extra={"retry_in": self._backoff})
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, self._retry_max)
+        self._requeue(hour_dir, uid)
+
+    def _delivered(self, hour_dir: str, uid: str) -> None:
+        self._known.discard(uid)
+        self._backoff = self._retry_min
+        self._retry_at = 0.0
+        self._delivered_buf.setdefault(hour_dir, []).append(uid)
+        if self._delivered_during_scan is not None:
+            self._delivered_during_scan.add(uid)
+        self._metrics.inc("fastpath_delivered_total", help="Measurements accepted by the fastpath")
+
+    def _requeue(self, hour_dir: str, uid: str) -> None:
+        """Back to the end of the queue (others go first), body re-read from disk later."""
+        if len(self._queue) >= self._max_pending:
+            self._known.discard(uid)
+            self._rescan = True
+            return
+        self._queue.append((hour_dir, uid, None))
+
+    # -- disk: .delivered and scans ----------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._delivered_buf:
+            return
+        batch, self._delivered_buf = self._delivered_buf, {}
+        try:
+            await asyncio.to_thread(layout.append_delivered, self._spool.incoming, batch)
+        except OSError as e:
+            # Only costs re-deliveries after a restart, which the fastpath collapses.
+            log.error("cannot record delivered measurements", extra={"error": str(e)})
+
+    async def _scan(self) -> None:
+        assert self._wake is not None
+        self._scanning = True
+        self._rescan = False
+        # Track deliveries from before the flush, so none can look pending to the scan.
+        self._delivered_during_scan = done = set()
+        try:
+            await self._flush()
+            found, more = await asyncio.to_thread(
+                layout.scan_pending, self._spool.incoming, self._max_pending)
+            added = 0
+            for hour_dir, uid in found:
+                if uid in self._known or uid in done:
+                    continue
+                if len(self._queue) >= self._max_pending:
+                    more = True
+                    break
+                self._queue.append((hour_dir, uid, None))
+                self._known.add(uid)
+                added += 1
+            if more:
+                self._rescan = True
+            if added:
+                log.info("pending measurements found in the spool", extra={"count": added})
+        except OSError as e:
+            log.error("spool scan failed", extra={"error": str(e)})
+            self._rescan = True
+            await asyncio.sleep(self._retry_max)
+        finally:
+            self._delivered_during_scan = None
+            self._scanning = False
+            self._wake.set()
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+

@@ -1,0 +1,371 @@
+"""`Spool`: durable measurement writes with group commit.
+
+Acknowledging a measurement only after it is on disk costs an fsync; doing one per
+measurement capped the API near 1,800 req/s on the target machine, one per batch reached
+~4,200 req/s. So:
+
+* callers enqueue (hour dir, uid, body, future) and await the future;
+* one writer thread takes up to `max_batch` queued items, appends them to the current WAL
+  segment, issues ONE fdatasync, then writes each `<uid>.post` (tmp + rename, no fsync) and
+  resolves the batch's futures;
+* a checkpoint every `checkpoint_interval` seconds (and on close) rotates to a new segment,
+  makes the `.post` files written since the previous checkpoint durable, then deletes the old
+  segments — in a second thread, so submissions never wait for it;
+* on start, any segment left over (crash, power loss) is replayed: a record whose `.post` is
+  missing or has the wrong size is rewritten. A torn last record was never acknowledged.
+
+One process owns a spool directory (an flock on `wal/LOCK`), so a second API process on the
+same directory fails at start instead of replaying a live WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oonibackend.config import Config
+from oonibackend.metrics import Metrics
+from oonibackend.spool import layout, wal
+
+log = logging.getLogger("oonibackend.spool")
+
+_STOP = object()
+
+
+class SpoolError(Exception):
+    """A measurement could not be made durable (disk full, I/O error, spool closed)."""
+
+
+@dataclass
+class _Checkpoint:
+    """What a checkpoint must make durable before it may delete `segments`."""
+
+    segments: list[Path] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    dirs: set[str] = field(default_factory=set)
+
+    def merge(self, other: _Checkpoint) -> None:
+        self.segments.extend(other.segments)
+        self.files.extend(other.files)
+        self.dirs |= other.dirs
+
+
+class Spool:
+    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
+        self.root = cfg.path(cfg.spool.dir)
+        self.incoming = self.root / layout.INCOMING
+        self.wal_dir = self.root / layout.WAL
+        self._fsync = cfg.spool.fsync
+        self._max_batch = max(1, cfg.spool.max_batch)
+        self._interval = cfg.spool.checkpoint_interval
+        self._metrics = metrics or Metrics()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ckpt_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ckpt_future: concurrent.futures.Future | None = None
+        self._ckpt_failed: _Checkpoint | None = None
+        self._pending = _Checkpoint()  # written since the last rotation
+        self._segment: wal.Segment | None = None
+        self._seq = 0
+        self._lock_fd = -1
+        self._closed = True
+        self._last_ckpt = time.monotonic()
+        self._known_dirs: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the spool lock, replay leftover WAL segments, start the writer thread."""
+        await asyncio.to_thread(self._open)
+        self._closed = False
+        self._ckpt_pool = concurrent.futures.ThreadPoolExecutor(1, "spool-checkpoint")
+        self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Commit everything queued, checkpoint, delete the WAL, release the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        if self._ckpt_pool is not None:
+            self._ckpt_pool.shutdown(wait=True)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    async def write(self, hour_dir: str, uid: str, body: bytes) -> None:
+        """Return once `body` is durable (WAL fdatasync'd) and `<uid>.post` is in place.
+
+        Raises ValueError for malformed names, SpoolError when the data could not be stored.
+        """
+        path = layout.post_path(self.incoming, hour_dir, uid)  # validates both names
+        if self._closed:
+            raise SpoolError("spool closed")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put((hour_dir, uid, path, body, fut, loop))
+        await fut
+
+    def post_path(self, hour_dir: str, uid: str) -> Path:
+        return Path(layout.post_path(self.incoming, hour_dir, uid))
+
+    # -- start-up: lock and recovery ----------------------------------------------------------
+
+    def _open(self) -> None:
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.wal_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.wal_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolError(f"spool {self.root} is in use by another process") from None
+        self._lock_fd = fd
+        segs = wal.segments(self.wal_dir)
+        self._seq = int(segs[-1].stem) + 1 if segs else 1
+        if segs:
+            self.recover(segs)
+        removed = layout.remove_stale_tmp(self.incoming, older_than=0)
+        if removed:
+            log.info("removed stale temporary spool files", extra={"count": removed})
+
+    def recover(self, segs: list[Path]) -> int:
+        """Rewrite every `.post` a crash may have lost, make them durable, drop the segments.
+
+        Returns the number of files rewritten.
+        """
+        t0 = time.monotonic()
+        rewritten: list[str] = []
+        dirs: set[str] = set()
+        records = torn = 0
+        for seg in segs:
+            reader = wal.SegmentReader(seg)
+            for rec in reader:
+                records += 1
+                try:
+                    path = layout.post_path(self.incoming, rec.hour_dir, rec.uid)
+                except ValueError:
+                    log.error("invalid name in WAL record", extra={"segment": str(seg)})
+                    continue
+                try:
+                    ok = os.stat(path).st_size == len(rec.body)
+                except FileNotFoundError:
+                    ok = False
+                if not ok:
+                    if layout.write_post(path, rec.body):
+                        dirs.add(str(self.incoming))
+                    rewritten.append(path)
+                    dirs.add(os.path.dirname(path))
+            if reader.torn:
+                torn += reader.torn
+                log.warning("ignored torn WAL tail (never acknowledged)",
+                            extra={"segment": str(seg), "bytes": reader.torn})
+        layout.make_durable(self.root, rewritten, dirs)
+        for seg in segs:
+            seg.unlink()
+        wal.fsync_dir(self.wal_dir)
+        log.info("spool recovered", extra={
+            "segments": len(segs), "records": records, "rewritten": len(rewritten),
+            "torn_bytes": torn, "seconds": round(time.monotonic() - t0, 3)})
+        self._metrics.inc("spool_recovered_total", len(rewritten),
+                          help="Measurement files rewritten from the WAL at start-up")
+        return len(rewritten)
+
+    # -- writer thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            timeout = max(0.01, self._interval - (time.monotonic() - self._last_ckpt))
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            batch = []
+            while item is not None:
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+                if len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
+            if batch:
+                self._commit_safely(batch)
+            if time.monotonic() - self._last_ckpt >= self._interval:
+                try:
+                    self._maybe_checkpoint()
+                except Exception:
+                    log.exception("spool checkpoint error")
+        # Drain anything that raced with close(), then a final, synchronous checkpoint.
+        rest = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                rest.append(item)
+        for i in range(0, len(rest), self._max_batch):
+            self._commit_safely(rest[i:i + self._max_batch])
+        self._final_checkpoint()
+
+    def _commit_safely(self, batch: list[tuple]) -> None:
+        """_commit, but a bug must fail the batch, not kill the thread and hang every caller."""
+        try:
+            self._commit(batch)
+        except Exception as e:
+            log.exception("spool writer error")
+            self._abandon_segment()
+            self._resolve(batch, [SpoolError(f"spool writer error: {e}")] * len(batch))
+
+    def _commit(self, batch: list[tuple]) -> None:
+        errors: list[BaseException | None] = [None] * len(batch)
+        try:
+            data = b"".join(wal.encode(uid, hour, body) for hour, uid, _, body, _, _ in batch)
+            seg = self._current_segment()
+            seg.append(data)
+            if self._fsync:
+                t0 = time.perf_counter()
+                seg.sync()
+                self._metrics.observe("spool_fsync_seconds", time.perf_counter() - t0,
+                                      help="Latency of the WAL fdatasync (one per batch)")
+        except OSError as e:
+            # The segment may now end in a partial record; appending after it would hide later
+            # records from recovery, so abandon it (its earlier records stay covered).
+            log.error("WAL append failed", extra={"error": str(e), "batch": len(batch)})
+            self._abandon_segment()
+            self._metrics.inc("spool_errors_total", len(batch), help="Failed spool writes")
+            self._resolve(batch, [SpoolError(f"WAL write failed: {e}")] * len(batch))
+            return
+        t0 = time.perf_counter()
+        for i, (_hour, uid, path, body, _, _) in enumerate(batch):
+            try:
+                if layout.write_post(path, body):
+                    self._pending.dirs.add(str(self.incoming))
+                self._pending.files.append(path)
+                self._pending.dirs.add(os.path.dirname(path))
+            except OSError as e:
+                # Durable in the WAL but not answered: a retry by the probe is harmless.
+                log.error("spool file write failed", extra={"uid": uid, "error": str(e)})
+                errors[i] = SpoolError(f"spool file write failed: {e}")
+        n_ok = sum(e is None for e in errors)
+        m = self._metrics
+        m.observe("spool_files_seconds", time.perf_counter() - t0,
+                  help="Time writing one batch's .post files (after its fdatasync)")
+        m.inc("spool_writes_total", n_ok, help="Measurements made durable in the spool")
+        if n_ok != len(batch):
+            m.inc("spool_errors_total", len(batch) - n_ok, help="Failed spool writes")
+        m.inc("spool_batches_total", help="WAL group commits (average batch size = "
+              "spool_batch_items_total / spool_batches_total)")
+        m.inc("spool_batch_items_total", len(batch), help="Measurements in WAL group commits")
+        m.set("spool_last_batch_size", len(batch), help="Size of the latest WAL group commit")
+        self._resolve(batch, errors)
+
+    @staticmethod
+    def _resolve(batch: list[tuple], errors: list[BaseException | None]) -> None:
+        """Wake the waiting coroutines: one call into each event loop per batch."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for item, err in zip(batch, errors, strict=True):
+            by_loop.setdefault(item[5], []).append((item[4], err))
+        for loop, results in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_set_results, results)
+            except RuntimeError:
+                pass  # loop closed: nobody is waiting any more
+
+    def _current_segment(self) -> wal.Segment:
+        if self._segment is None:
+            path = self.wal_dir / f"{self._seq:016d}.wal"
+            self._seq += 1
+            self._segment = wal.Segment(path, sync=self._fsync)
+        return self._segment
+
+    def _abandon_segment(self) -> None:
+        if self._segment is not None:
+            self._segment.close()
+            self._pending.segments.append(self._segment.path)
+            self._segment = None
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _rotate(self) -> _Checkpoint:
+        """Close the current segment; return what the next checkpoint must cover."""
+        self._abandon_segment()
+        job, self._pending = self._pending, _Checkpoint()
+        if self._ckpt_failed is not None:
+            job.merge(self._ckpt_failed)
+            self._ckpt_failed = None
+        return job
+
+    def _maybe_checkpoint(self) -> None:
+        self._last_ckpt = time.monotonic()
+        if self._ckpt_future is not None and not self._ckpt_future.done():
+            return  # the previous one is still syncing; its successor will cover this too
+        self._collect_checkpoint_result()
+        if self._segment is None and not self._pending.segments and self._ckpt_failed is None:
+            return  # idle
+        job = self._rotate()
+        assert self._ckpt_pool is not None
+        self._ckpt_future = self._ckpt_pool.submit(self._checkpoint, job)
+
+    def _collect_checkpoint_result(self) -> None:
+        if self._ckpt_future is None:
+            return
+        fut, self._ckpt_future = self._ckpt_future, None
+        err_job = fut.result()
+        if err_job is not None:
+            if self._ckpt_failed is None:
+                self._ckpt_failed = err_job
+            else:
+                self._ckpt_failed.merge(err_job)
+
+    def _final_checkpoint(self) -> None:
+        if self._ckpt_future is not None:
+            concurrent.futures.wait([self._ckpt_future])
+        self._collect_checkpoint_result()
+        job = self._rotate()
+        if job.segments and self._checkpoint(job) is not None:
+            log.error("final checkpoint failed; the WAL is kept and replayed at next start")
+
+    def _checkpoint(self, job: _Checkpoint) -> _Checkpoint | None:
+        """Make `job.files` durable, then delete `job.segments`. Returns the job on failure."""
+        t0 = time.perf_counter()
+        try:
+            layout.make_durable(self.root, job.files, job.dirs)
+            for seg in job.segments:
+                try:
+                    seg.unlink()
+                except FileNotFoundError:
+                    pass
+        except OSError as e:
+            log.error("spool checkpoint failed", extra={"error": str(e)})
+            self._metrics.inc("spool_checkpoint_errors_total", help="Failed spool checkpoints")
+            return job
+        self._metrics.observe("spool_checkpoint_seconds", time.perf_counter() - t0,
+                              help="Duration of spool checkpoints (file sync + WAL deletion)")
+        return None
+
+
+def _set_results(results: list[tuple[asyncio.Future, BaseException | None]]) -> None:
+    for fut, err in results:
+        if fut.done():
+            continue  # the waiting request was cancelled (client went away)
+        if err is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(err)

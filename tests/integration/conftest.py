@@ -1,0 +1,74 @@
+"""Fixtures for submission tests: the API alone (`oonibackend serve`, no database needed by the
+collector routes) pointed at a fake fastpath, plus small HTTP helpers."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Backend, free_port
+
+ServeFactory = Callable[..., Backend]
+
+
+def serve_backend(data_dir: Path, fastpath_port: int, command: str = "serve",
+                  **sections: dict[str, object]) -> Backend:
+    """A backend (`serve` unless told otherwise) whose fastpath is 127.0.0.1:<fastpath_port>,
+    listening or not."""
+    base: dict[str, dict[str, object]] = {
+        "fastpath": {"urls": [f"http://127.0.0.1:{fastpath_port}/"], "retry_min": 0.1,
+                     "retry_max": 0.5, "timeout": 5.0,
+                     "enabled": False},  # `run` must not start a real fastpath
+        "server": {"max_body_size": 1024 * 1024},
+        "quotas": {"enabled": False},
+        "logging": {"level": "INFO", "format": "json"},
+    }
+    for k, v in sections.items():
+        base.setdefault(k, {}).update(v)
+    return Backend(data_dir, base, command=command)
+
+
+@pytest.fixture(scope="session")
+def make_serve() -> Callable[..., Backend]:
+    """`serve_backend`, for module-scoped fixtures."""
+    return serve_backend
+
+
+@pytest.fixture
+def serve_factory(tmp_path: Path) -> Iterator[ServeFactory]:
+    """Make (not start) `serve` backends; all are stopped at the end of the test."""
+    made: list[Backend] = []
+
+    def make(fastpath_port: int, data_dir: Path | None = None, command: str = "serve",
+             **sections) -> Backend:
+        b = serve_backend(data_dir or tmp_path / "data", fastpath_port, command, **sections)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        if b.proc is not None and b.proc.poll() is None:
+            b.kill_group()
+
+
+def _metric(backend: Backend, name: str) -> float:
+    with urllib.request.urlopen(backend.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture
+def metric() -> Callable[[Backend, str], float]:
+    """metric(backend, full_name): a value from the backend's /metrics (0 when absent)."""
+    return _metric
+
+
+@pytest.fixture
+def fastpath_port() -> int:
+    return free_port()
