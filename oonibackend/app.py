@@ -12,21 +12,26 @@ from aiohttp_apispec import setup_aiohttp_apispec
 from oonibackend import clientip, storage
 from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.config import Config
-from oonibackend.errors import error_middleware
+from oonibackend.errors import error_response
 from oonibackend.metrics import Metrics
 
 log = logging.getLogger("oonibackend.app")
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler):
+async def outer_middleware(request: web.Request, handler):
+    """Errors as JSON (the one error format) and per-route metrics, in one layer: every
+    middleware layer costs a few microseconds on every request."""
     t0 = time.perf_counter()
     status = 500
     try:
-        resp = await handler(request)
+        try:
+            resp = await handler(request)
+        except Exception as e:
+            resp = error_response(request, e)
         status = resp.status
         return resp
-    except web.HTTPException as e:
+    except web.HTTPException as e:  # redirects
         status = e.status
         raise
     finally:
@@ -52,7 +57,7 @@ def make_app(cfg: Config) -> web.Application:
 
     app = web.Application(
         client_max_size=cfg.server.max_body_size,
-        middlewares=[error_middleware, metrics_middleware, quota_middleware],
+        middlewares=[outer_middleware, quota_middleware],
         # aiohttp cannot decode zstd and closes the connection on bad gzip; request bodies
         # are decompressed by collector.read_body instead, with a size cap against bombs.
         handler_args={"auto_decompress": False},

@@ -46,22 +46,23 @@ _REASONS = {
 }
 
 
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON answer for an exception raised by a handler; redirects are re-raised."""
+    if isinstance(exc, APIError):
+        return json_error(exc.message, exc.status, exc.headers, **exc.extra)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise exc
+        msg = _REASONS.get(exc.status, exc.reason)
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return json_error(msg, exc.status, headers)
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return json_error("Internal server error", 500)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     try:
         return await handler(request)
-    except APIError as e:
-        return json_error(e.message, e.status, e.headers, **e.extra)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        if e.content_type == "application/json":
-            raise
-        msg = _REASONS.get(e.status, e.reason)
-        if e.status == 413:
-            msg = "Request body too large"
-        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "retry-after")}
-        return json_error(msg, e.status, headers)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error("Internal server error", 500)
+    except Exception as e:
+        return error_response(request, e)

@@ -6,6 +6,7 @@ A `Metrics` object lives on the app (no module state); each process exposes its 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Callable
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -29,33 +30,39 @@ class Metrics:
         self._gauges: dict[tuple[str, str], Callable[[], float] | float] = {}
         self._hist: dict[tuple[str, str], list[float]] = {}
         self._help: dict[str, tuple[str, str]] = {}
+        # (name, label items) -> (full name, rendered labels): the hot path renders once.
+        self._keys: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, str]] = {}
 
-    def _name(self, name: str, kind: str, help_: str) -> str:
-        full = f"{self.prefix}_{name}"
-        self._help.setdefault(full, (kind, help_))
-        return full
+    def _key(self, name: str, kind: str, help_: str, labels: dict[str, str]) -> tuple[str, str]:
+        k = (name, tuple(labels.items()))
+        key = self._keys.get(k)
+        if key is None:
+            full = f"{self.prefix}_{name}"
+            self._help.setdefault(full, (kind, help_))
+            key = self._keys[k] = (full, _labels(labels))
+        return key
 
     def inc(self, name: str, value: float = 1, help: str = "", **labels: str) -> None:
-        key = (self._name(name, "counter", help), _labels(labels))
+        key = self._key(name, "counter", help, labels)
         with self._lock:
             self._counters[key] = self._counters.get(key, 0) + value
 
     def set(self, name: str, value: float | Callable[[], float], help: str = "",
             **labels: str) -> None:
         """Set a gauge to a value, or to a callable read at scrape time."""
-        key = (self._name(name, "gauge", help), _labels(labels))
+        key = self._key(name, "gauge", help, labels)
         with self._lock:
             self._gauges[key] = value
 
     def observe(self, name: str, seconds: float, help: str = "", **labels: str) -> None:
-        key = (self._name(name, "histogram", help), _labels(labels))
+        key = self._key(name, "histogram", help, labels)
+        i = bisect_left(_BUCKETS, seconds)  # per-bucket counts; cumulated when rendered
         with self._lock:
             h = self._hist.get(key)
             if h is None:
                 h = self._hist[key] = [0.0] * (len(_BUCKETS) + 2)
-            for i, b in enumerate(_BUCKETS):
-                if seconds <= b:
-                    h[i] += 1
+            if i < len(_BUCKETS):
+                h[i] += 1
             h[-2] += 1
             h[-1] += seconds
 
@@ -92,8 +99,10 @@ class Metrics:
             header(name)
             base = lab[1:-1] if lab else ""
             sep = "," if base else ""
+            cumulative = 0.0
             for i, b in enumerate(_BUCKETS):
-                out.append(f'{name}_bucket{{{base}{sep}le="{b}"}} {h[i]:g}')
+                cumulative += h[i]
+                out.append(f'{name}_bucket{{{base}{sep}le="{b}"}} {cumulative:g}')
             out.append(f'{name}_bucket{{{base}{sep}le="+Inf"}} {h[-2]:g}')
             out.append(f"{name}_count{lab} {h[-2]:g}")
             out.append(f"{name}_sum{lab} {h[-1]:g}")

@@ -59,6 +59,8 @@ class Budgets:
         return {name: getattr(self, name) * 1000 for name in PERIODS}
 
 
+_CACHE_MAX = 100_000
+
 class _ResizeGate:
     """Lets read transactions run concurrently but keeps them out while the map is resized:
     LMDB forbids `set_mapsize` while any transaction of this process is open."""
@@ -106,7 +108,8 @@ class QuotaStore:
     """
 
     def __init__(self, path: str | Path, budgets: Budgets, token_budgets: Budgets,
-                 map_size: int = DEFAULT_MAP_SIZE, env: lmdb.Environment | None = None) -> None:
+                 map_size: int = DEFAULT_MAP_SIZE, env: lmdb.Environment | None = None,
+                 cache_ttl: float = 1.0) -> None:
         """Open (or create) the environment at `path`, or use `env`, an environment this process
         already opened there (LMDB allows one handle per environment and process)."""
         self.path = Path(path)
@@ -130,6 +133,10 @@ class QuotaStore:
         self._inflight: dict[bytes, float] = {}
         self._inflight_txn: int | None = None
         self._gate = _ResizeGate()
+        # Stored budgets per key as last read (monotonic time, ms per bucket, snapshot id):
+        # the hot path reads LMDB at most once per key per TTL, and each flush clears it.
+        self._cache: dict[bytes, tuple[float, dict[str, int], int]] = {}
+        self._cache_ttl = cache_ttl
         self._write_lock = threading.Lock()
         self._adopt_map_size = False
 
@@ -137,12 +144,14 @@ class QuotaStore:
     def from_config(cls, cfg: Config, map_size: int = DEFAULT_MAP_SIZE) -> QuotaStore:
         q = cfg.quotas
         return cls(cfg.path(q.dir), Budgets(q.daily, q.weekly, q.monthly),
-                   Budgets(q.token_daily, q.token_weekly, q.token_monthly), map_size)
+                   Budgets(q.token_daily, q.token_weekly, q.token_monthly), map_size,
+                   cache_ttl=q.flush_interval)
 
     def sibling(self) -> QuotaStore:
         """Another store on the same environment with its own pending charges: what a second
         process sees, for tests (two handles on one environment in one process are forbidden)."""
-        return QuotaStore(self.path, self.budgets, self.token_budgets, env=self.env)
+        return QuotaStore(self.path, self.budgets, self.token_budgets, env=self.env,
+                          cache_ttl=self._cache_ttl)
 
     def close(self) -> None:
         if self._owns_env:
@@ -158,12 +167,21 @@ class QuotaStore:
 
         Raises lmdb.Error when the environment cannot be read right now (callers fail open).
         """
-        full = self.full_ms(key)
-        with self._reading() as txn:
-            stored = {name: txn.get(key, db=db) for name, db in self._dbs.items()}
-            spent = self._pending.get(key, 0.0) + self._unwritten(txn).get(key, 0.0)
-        return {name: ((_VALUE.unpack(raw)[0] if raw is not None else full[name]) - spent) / 1000
-                for name, raw in stored.items()}
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is None or now - hit[0] > self._cache_ttl:
+            full = self.full_ms(key)
+            with self._reading() as txn:
+                stored = {name: (_VALUE.unpack(raw)[0] if (raw := txn.get(key, db=db))
+                                 is not None else full[name])
+                          for name, db in self._dbs.items()}
+                hit = (now, stored, txn.id())
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = hit
+        _, stored, txn_id = hit
+        spent = self._pending.get(key, 0.0) + self._unwritten_at(txn_id).get(key, 0.0)
+        return {name: (ms - spent) / 1000 for name, ms in stored.items()}
 
     def last_replenish(self) -> float | None:
         with self._reading() as txn:
@@ -205,10 +223,13 @@ class QuotaStore:
         return [(key_label(k), max(0.0, ms) / 1000) for ms, k in heapq.nsmallest(n, rows)]
 
     def _unwritten(self, txn: lmdb.Transaction) -> dict[bytes, float]:
-        """The in-flight batch unless this read snapshot already contains it: counting it twice
-        would refuse clients early while the flusher's completion waits for the event loop."""
+        return self._unwritten_at(txn.id())
+
+    def _unwritten_at(self, txn_id: int) -> dict[bytes, float]:
+        """The in-flight batch unless the read snapshot `txn_id` already contains it: counting
+        it twice would refuse clients early while the flusher's completion waits for the loop."""
         written_in = self._inflight_txn
-        if written_in is not None and txn.id() >= written_in:
+        if written_in is not None and txn_id >= written_in:
             return {}
         return self._inflight
 
@@ -247,6 +268,8 @@ class QuotaStore:
         """Forget a written batch, or put a failed one back to be retried with the next."""
         if batch is self._inflight:
             self._inflight, self._inflight_txn = {}, None
+            # Cached reads predate this batch's commit: drop them rather than miss its charges.
+            self._cache.clear()
         if not ok:
             for k, ms in batch.items():
                 self._pending[k] = self._pending.get(k, 0.0) + ms

@@ -119,10 +119,16 @@ async def test_remaining_decreases_then_429(servers):
         seen = await spend_until(s, a.url, "1.2.3.77", lambda st, h: h.get(HDR) == "0")
         assert {h[HDR] for _, h in seen} <= {"1", "0"}
         assert all(status == 200 for status, _ in seen)
-        # Take the rest away from another process (the seeder): A sees it at once.
+        # Take the rest away from another process (the seeder): A sees it within its cache
+        # lifetime (one flush interval).
         seeder.store.charge(network_key("1.2.3.4"), 1.0)
         seeder.store.flush()
-        status, headers, body = await get(s, a.url + "/robots.txt", "1.2.3.200")
+        deadline = time.monotonic() + 5 * FLUSH_INTERVAL + 1
+        while True:
+            status, headers, body = await get(s, a.url + "/robots.txt", "1.2.3.200")
+            if status == 429 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(FLUSH_INTERVAL / 4)
         assert status == 429
         assert body == b'{"error":"Quota exceeded"}'
         assert headers["Content-Type"].startswith("application/json")
@@ -161,13 +167,13 @@ async def test_quotas_shared_between_processes(servers):
 
         # Spend part of it on A: after a flush B's summary shows A's spending.
         spent = 0
-        for _ in range(300):
+        for _ in range(1000):
             status, headers, _ = await get(s, a.url + "/robots.txt", "7.7.7.2")
             assert status == 200
             spent += 1
         await asyncio.sleep(3 * FLUSH_INTERVAL)
         after = (await summary(s, b))["7.7.7.0/24"]
-        assert after < before - 0.003, (before, after, spent)  # >= 10 us per request
+        assert after < before - 0.003, (before, after, spent)  # >= 3 us per request
         assert seeder.remaining(ip)["daily"] == pytest.approx(after, abs=0.002)
 
         # Exhaust it on A, then B refuses too once A has flushed.

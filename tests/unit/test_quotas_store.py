@@ -21,6 +21,7 @@ T0 = 1_700_000_000.0
 
 
 def store(path: Path, **kw) -> QuotaStore:
+    kw.setdefault("cache_ttl", 0.0)  # read LMDB on every check; the cache has its own test
     return QuotaStore(path, BUDGETS, TOKEN, **kw)
 
 
@@ -292,3 +293,21 @@ def test_hot_path_is_fast(qs: QuotaStore):
 
 def test_replenish_every_hour_constant():
     assert REPLENISH_EVERY == 3600
+
+
+def test_reads_are_cached_until_the_ttl_or_a_flush(tmp_path, monkeypatch):
+    """The hot path reads LMDB once per key per TTL; another process's charges show up after
+    it, this process's own writes at once (its flush clears the cache)."""
+    clock = [1000.0]
+    monkeypatch.setattr("oonibackend.quotas.store.time.monotonic", lambda: clock[0])
+    a = store(tmp_path / "q", cache_ttl=1.0)
+    b = a.sibling()
+    assert b.remaining(NET)["daily"] == pytest.approx(4000.0)
+    a.charge(NET, 5)
+    a.flush(T0)
+    assert b.remaining(NET)["daily"] == pytest.approx(4000.0)  # cached
+    clock[0] += 1.5
+    assert b.remaining(NET)["daily"] == pytest.approx(3995.0)  # TTL passed
+    b.charge(NET, 1)
+    b.flush(T0)
+    assert b.remaining(NET)["daily"] == pytest.approx(3994.0)  # own flush clears the cache
