@@ -199,7 +199,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per scenario")
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="wrk threads (one saturates these rates and leaves a core to the server)")
     ap.add_argument("--scenarios", default="bare-aiohttp,test-helpers,collectors,check-in,submit")
     ap.add_argument("--json", help="write the results as JSON to this file")
     args = ap.parse_args()

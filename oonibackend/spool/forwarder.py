@@ -148,7 +148,12 @@ class Forwarder:
         if body is None:
             path = layout.post_path(self._spool.incoming, hour_dir, uid)
             try:
-                body = await asyncio.to_thread(_read, path)
+                try:
+                    body = await asyncio.to_thread(_read, path)
+                except FileNotFoundError:
+                    # Acknowledged files are created just after the answer: wait for those.
+                    await self._spool.files_written()
+                    body = await asyncio.to_thread(_read, path)
             except FileNotFoundError:
                 # Archived and removed by the uploader meanwhile: nothing left to deliver.
                 self._known.discard(uid)

@@ -3,6 +3,7 @@ collector routes) pointed at a fake fastpath, plus small HTTP helpers."""
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,3 +73,14 @@ def metric() -> Callable[[Backend, str], float]:
 @pytest.fixture
 def fastpath_port() -> int:
     return free_port()
+
+
+def spool_file(data_dir: Path, uid: str, wait: float = 5.0) -> Path:
+    """The .post of an answered uid. It appears just after the answer (the files thread
+    creates it once the WAL commit is acknowledged), so wait for it up to `wait` seconds."""
+    ts, cc, testname, _ = uid.split("_")
+    path = data_dir / "spool" / "incoming" / f"{ts[:10]}_{cc}_{testname}" / f"{uid}.post"
+    deadline = time.monotonic() + wait
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return path

@@ -17,6 +17,7 @@ import zstandard
 from oonibackend import ids
 from tests.conftest import SAMPLES, Backend, free_port
 from tests.fakefastpath import FakeFastpath
+from tests.integration.conftest import spool_file as _spool_file
 
 MAX_BODY = 1024 * 1024
 
@@ -50,8 +51,7 @@ def measurement(test_name: str = "web_connectivity", cc: str = "IT", **extra) ->
 
 
 def spool_file(api: Backend, uid: str) -> Path:
-    ts, cc, testname, _ = uid.split("_")
-    return api.data_dir / "spool" / "incoming" / f"{ts[:10]}_{cc}_{testname}" / f"{uid}.post"
+    return _spool_file(api.data_dir, uid)
 
 
 async def post(api: Backend, path: str, data: bytes, headers: dict | None = None

@@ -17,11 +17,7 @@ import pytest
 
 from tests.conftest import SAMPLES, Backend
 from tests.fakefastpath import FakeFastpath
-
-
-def spool_file(data_dir: Path, uid: str) -> Path:
-    ts, cc, testname, _ = uid.split("_")
-    return data_dir / "spool" / "incoming" / f"{ts[:10]}_{cc}_{testname}" / f"{uid}.post"
+from tests.integration.conftest import spool_file
 
 
 async def open_report(session: aiohttp.ClientSession, api: Backend) -> str:

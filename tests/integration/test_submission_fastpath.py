@@ -9,17 +9,12 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import aiohttp
 
 from tests.conftest import Backend
 from tests.fakefastpath import FakeFastpath
-
-
-def spool_file(data_dir: Path, uid: str) -> Path:
-    ts, cc, testname, _ = uid.split("_")
-    return data_dir / "spool" / "incoming" / f"{ts[:10]}_{cc}_{testname}" / f"{uid}.post"
+from tests.integration.conftest import spool_file
 
 
 async def submit(api: Backend, n: int) -> tuple[dict[str, bytes], float]:

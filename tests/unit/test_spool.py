@@ -74,6 +74,7 @@ async def test_write_is_on_disk_and_close_removes_wal(tmp_path):
     await spool.start()
     hour, uid = new_item()
     await spool.write(hour, uid, b'{"format":"json"}')
+    await spool.files_written()
     post = tmp_path / "spool" / "incoming" / hour / f"{uid}.post"
     assert post.read_bytes() == b'{"format":"json"}'
     assert wal.segments(tmp_path / "spool" / "wal")  # durable copy until the checkpoint
@@ -242,3 +243,18 @@ def test_scan_pending_and_delivered(tmp_path):
     part, more = layout.scan_pending(inc, 2)
     assert more and len(part) == 2
     assert not (inc / "2001010100_XX_gone").exists()
+
+
+def test_recovery_rewrites_a_zero_filled_file_of_the_right_size(tmp_path):
+    """ext4 can leave a file with its size but not its data after a power loss."""
+    from oonibackend.spool import layout
+
+    p = str(tmp_path / "x.post")
+    layout.write_post(p, b"hello")
+    assert layout.same_content(p, b"hello")
+    with open(p, "wb") as f:
+        f.write(b"\0" * 5)
+    assert not layout.same_content(p, b"hello")
+    layout.write_post(p, b"hello", replace=True)
+    assert layout.same_content(p, b"hello")
+    assert not layout.same_content(str(tmp_path / "missing.post"), b"hello")

@@ -144,6 +144,7 @@ async def test_file_gone_before_delivery(tmp_path):
     async with Stack(make_cfg(tmp_path, port)) as s:
         uid = ids.new_measurement_uid("IT", "ndt")
         await s.spool.write(ids.hour_dir_of(uid), uid, b"x")
+        await s.spool.files_written()
         s.spool.post_path(ids.hour_dir_of(uid), uid).unlink()  # archived by the uploader
         s.fwd.enqueue(ids.hour_dir_of(uid), uid)  # no body in memory: read from disk
         fp = FakeFastpath(port).start()
