@@ -84,16 +84,8 @@ ENGINE = ReplacingMergeTree
 ORDER BY (domain, url, cc, category_code)
 SETTINGS index_granularity = 4;
 
-CREATE TABLE IF NOT EXISTS citizenlab_flip
-(
-    `domain` String,
-    `url` String,
-    `cc` FixedString(32),
-    `category_code` String
-)
-ENGINE = ReplacingMergeTree
-ORDER BY (domain, url, cc, category_code)
-SETTINGS index_granularity = 4;
+-- Same structure and engine as citizenlab: loaded, then swapped in atomically.
+CREATE TABLE IF NOT EXISTS citizenlab_flip AS citizenlab;
 
 CREATE TABLE IF NOT EXISTS test_groups
 (
@@ -217,22 +209,8 @@ CREATE TABLE IF NOT EXISTS fingerprints_dns
 ENGINE = EmbeddedRocksDB
 PRIMARY KEY name;
 
-CREATE TABLE IF NOT EXISTS fingerprints_dns_tmp
-(
-    `name` String,
-    `scope` Enum8('nat' = 1, 'isp' = 2, 'prod' = 3, 'inst' = 4, 'vbw' = 5, 'fp' = 6),
-    `other_names` String,
-    `location_found` String,
-    `pattern_type` Enum8('full' = 1, 'prefix' = 2, 'contains' = 3, 'regexp' = 4),
-    `pattern` String,
-    `confidence_no_fp` UInt8,
-    `expected_countries` String,
-    `source` String,
-    `exp_url` String,
-    `notes` String
-)
-ENGINE = EmbeddedRocksDB
-PRIMARY KEY name;
+-- Same structure and engine as fingerprints_dns: loaded, then swapped in atomically.
+CREATE TABLE IF NOT EXISTS fingerprints_dns_tmp AS fingerprints_dns;
 
 CREATE TABLE IF NOT EXISTS fingerprints_http
 (
@@ -251,22 +229,8 @@ CREATE TABLE IF NOT EXISTS fingerprints_http
 ENGINE = EmbeddedRocksDB
 PRIMARY KEY name;
 
-CREATE TABLE IF NOT EXISTS fingerprints_http_tmp
-(
-    `name` String,
-    `scope` Enum8('nat' = 1, 'isp' = 2, 'prod' = 3, 'inst' = 4, 'vbw' = 5, 'fp' = 6, 'injb' = 7, 'prov' = 8),
-    `other_names` String,
-    `location_found` String,
-    `pattern_type` Enum8('full' = 1, 'prefix' = 2, 'contains' = 3, 'regexp' = 4),
-    `pattern` String,
-    `confidence_no_fp` UInt8,
-    `expected_countries` String,
-    `source` String,
-    `exp_url` String,
-    `notes` String
-)
-ENGINE = EmbeddedRocksDB
-PRIMARY KEY name;
+-- Same structure and engine as fingerprints_http: loaded, then swapped in atomically.
+CREATE TABLE IF NOT EXISTS fingerprints_http_tmp AS fingerprints_http;
 
 CREATE TABLE IF NOT EXISTS asnmeta
 (
@@ -280,17 +244,8 @@ CREATE TABLE IF NOT EXISTS asnmeta
 ENGINE = MergeTree
 ORDER BY (asn, changed);
 
-CREATE TABLE IF NOT EXISTS asnmeta_tmp
-(
-    `asn` UInt32,
-    `org_name` String,
-    `cc` String,
-    `changed` Date,
-    `aut_name` String,
-    `source` String
-)
-ENGINE = MergeTree
-ORDER BY (asn, changed);
+-- Same structure and engine as asnmeta: loaded, then swapped in atomically.
+CREATE TABLE IF NOT EXISTS asnmeta_tmp AS asnmeta;
 
 CREATE TABLE IF NOT EXISTS incidents
 (
