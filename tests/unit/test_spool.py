@@ -255,6 +255,6 @@ def test_recovery_rewrites_a_zero_filled_file_of_the_right_size(tmp_path):
     with open(p, "wb") as f:
         f.write(b"\0" * 5)
     assert not layout.same_content(p, b"hello")
-    layout.write_post(p, b"hello", replace=True)
+    layout.write_post(p, b"hello")
     assert layout.same_content(p, b"hello")
     assert not layout.same_content(str(tmp_path / "missing.post"), b"hello")
