@@ -79,6 +79,8 @@ class SpoolConfig:
     max_batch: int = 512
     # Seconds between checkpoints (fsync of .post files, then WAL truncation).
     checkpoint_interval: float = 10.0
+    # Threads creating .post files (creation waits on the filesystem journal, not the CPU).
+    file_threads: int = 2
 
 
 @dataclass

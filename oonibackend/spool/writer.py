@@ -48,8 +48,7 @@ _CHECKPOINT = object()
 _BARRIER = object()
 # Batches of .post files waiting to be created before the writer blocks (backpressure).
 _FILES_BACKLOG = 256
-# Threads creating .post files, chunks of files per task, and chunks queued to them.
-_FILE_THREADS = 8
+# Files per task of the file threads, and tasks queued to them.
 _CHUNK = 16
 _FILES_IN_FLIGHT = 64
 
@@ -82,6 +81,7 @@ class Spool:
         self._fsync = cfg.spool.fsync
         self._max_batch = max(1, cfg.spool.max_batch)
         self._interval = cfg.spool.checkpoint_interval
+        self._file_threads = max(1, cfg.spool.file_threads)
         self._metrics = metrics or Metrics()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -106,7 +106,7 @@ class Spool:
         await asyncio.to_thread(self._open)
         self._closed = False
         self._ckpt_pool = concurrent.futures.ThreadPoolExecutor(1, "spool-checkpoint")
-        self._file_pool = concurrent.futures.ThreadPoolExecutor(_FILE_THREADS, "spool-file")
+        self._file_pool = concurrent.futures.ThreadPoolExecutor(self._file_threads, "spool-file")
         self._files_thread = threading.Thread(target=self._files_run, name="spool-files",
                                               daemon=True)
         self._files_thread.start()
