@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import random
 import re
 from typing import NamedTuple
 
@@ -97,9 +98,11 @@ def new_measurement_uid(cc: str, testname: str) -> str:
 
     The legacy API hashed the body; here the 16 hex are 64 random bits, so two identical bodies
     received in the same microsecond still get different uids (a body hash would collide and
-    one spool file would overwrite the other).
+    one spool file would overwrite the other). Uniqueness, not secrecy, is needed: `random`
+    (seeded from os.urandom at start; processes are spawned, never forked) avoids a syscall
+    that releases the GIL on the submission path.
     """
-    uid = f"{_now().strftime('%Y%m%d%H%M%S.%f')}_{cc}_{testname}_{os.urandom(8).hex()}"
+    uid = f"{_now().strftime('%Y%m%d%H%M%S.%f')}_{cc}_{testname}_{random.getrandbits(64):016x}"
     if not _UID.fullmatch(uid):
         raise ValueError(f"invalid cc {cc!r} or test name {testname!r}")
     return uid
