@@ -139,6 +139,10 @@ class ProbeConfig:
     tor_targets_file: str = "tor_targets.json"
     # Seconds between refreshes of the in-memory URL-list snapshot used by check-in.
     test_list_refresh: float = 60.0
+    # Web-connectivity helpers in OONI's canary rotation (the first one is the canary, first
+    # for 10 % of clients), e.g. ["https://0.th.ooni.org", ..., "https://3.th.ooni.org"].
+    # Empty: the two legacy helpers in a random order per request.
+    th_canary_helpers: list[str] = field(default_factory=list)
     # Feature flags returned by check-in under conf.features.
     features: dict[str, bool] = field(
         default_factory=lambda: {

@@ -34,7 +34,7 @@ from oonibackend.routes.probe_common import (
     parse_cc,
     read_json_object,
 )
-from oonibackend.routes.test_helpers import make_test_helpers
+from oonibackend.routes.test_helpers import request_test_helpers
 
 LIMIT_MANUAL = 9999
 LIMIT_CHARGING = 100
@@ -202,7 +202,7 @@ async def post_check_in(request: web.Request) -> web.Response:
     tests["web_connectivity"]["urls"] = _url_list(request, req, res)
     features = {k: bool(v) for k, v in request.app[CONFIG].probe.features.items()}
     body = _header(res, 1)
-    body["conf"] = {"features": features, "test_helpers": make_test_helpers()}
+    body["conf"] = {"features": features, "test_helpers": request_test_helpers(request)}
     body["tests"] = tests
     return jsonutil.response(body, cache=0)
 
@@ -237,7 +237,7 @@ async def post_private_check_in(request: web.Request) -> web.Response:
         nettests.append({"test_name": name, "report_id": rids[name], "targets": targets})
     features = {"webconnectivity_0.5": True} if _lte_flag(res.ip) else {}
     body = _header(res, 2)
-    body["conf"] = {"features": features, "test_helpers": make_test_helpers()}
+    body["conf"] = {"features": features, "test_helpers": request_test_helpers(request)}
     body["nettests"] = nettests
     return jsonutil.response(body, cache=0)
 

@@ -8,14 +8,17 @@ balancing between the two), the CloudFront front last.
 
 from __future__ import annotations
 
+import ipaddress
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import docs, response_schema
 from marshmallow import Schema, fields
 
-from oonibackend import jsonutil
+from oonibackend import clientip, jsonutil
+from oonibackend.appkeys import CONFIG
 from oonibackend.errors import APIError
 from oonibackend.routes.probe_common import TAGS, json_body, read_json
 
@@ -38,16 +41,47 @@ CLOUDFRONT_COLLECTOR = {"address": "https://dkyhjv0wpi2dk.cloudfront.net",
 COLLECTORS = [ONION_COLLECTOR, HTTPS_COLLECTOR, CLOUDFRONT_COLLECTOR] * 2
 
 
-def make_test_helpers(rng: random.Random | None = None) -> dict[str, list[dict[str, str]]]:
-    """A fresh test-helpers object (also `conf.test_helpers` of check-in)."""
+def canary_order(helpers: Sequence[str], ip: str) -> list[str]:
+    """Deterministic per-client order of helpers whose first entry is a canary (OONI's 0.th
+    rotation, api_inventory §2.2): q = IP as an integer mod 100 (12 when unparsable); q < 10
+    keeps the order, otherwise the list starts at entry q mod (n-1) + 1. With four helpers the
+    canary comes first for 10 % of clients and each other helper for 30 %."""
+    try:
+        q = int(ipaddress.ip_address(ip)) % 100
+    except ValueError:
+        q = 12
+    helpers = list(helpers)
+    if q < 10 or len(helpers) < 2:
+        return helpers
+    start = q % (len(helpers) - 1) + 1
+    return helpers[start:] + helpers[:start]
+
+
+def make_test_helpers(client_ip: str = "", canary_helpers: Sequence[str] = (),
+                      rng: random.Random | None = None) -> dict[str, list[dict[str, str]]]:
+    """A fresh test-helpers object (also `conf.test_helpers` of check-in).
+
+    Web-connectivity HTTPS helpers: `canary_helpers` (probe.th_canary_helpers) in the client's
+    canary order when configured, else the two legacy helpers in a random order per request.
+    """
     out: dict[str, list[dict[str, str]]] = {
         name: [{"address": addr, "type": "legacy"}, {"address": addr, "type": "legacy"}]
         for name, addr in LEGACY_HELPERS.items()
     }
-    https = [{"address": a, "type": "https"} for a in WEB_CONNECTIVITY_HTTPS]
-    (rng or random).shuffle(https)
+    if canary_helpers:
+        addrs = canary_order(canary_helpers, client_ip)
+    else:
+        addrs = list(WEB_CONNECTIVITY_HTTPS)
+        (rng or random).shuffle(addrs)
+    https = [{"address": a, "type": "https"} for a in addrs]
     out["web-connectivity"] = [*https, dict(WEB_CONNECTIVITY_CLOUDFRONT)]
     return out
+
+
+def request_test_helpers(request: web.Request) -> dict[str, list[dict[str, str]]]:
+    """The test helpers for the client of `request`."""
+    canary = request.app[CONFIG].probe.th_canary_helpers
+    return make_test_helpers(clientip.request_ip(request) if canary else "", canary)
 
 
 def bouncer_answer(name: str, version: str) -> dict[str, Any]:
@@ -107,7 +141,8 @@ class BouncerRequestSchema(Schema):
       description="Web-connectivity HTTPS helpers come in a random order per request.")
 @response_schema(TestHelpersSchema, 200, description="Test helpers by name")
 async def get_test_helpers(request: web.Request) -> web.Response:
-    return jsonutil.response(make_test_helpers(), headers={"Cache-Control": "max-age=0"})
+    return jsonutil.response(request_test_helpers(request),
+                             headers={"Cache-Control": "max-age=0"})
 
 
 @docs(tags=TAGS, summary="Probe Services: list collectors")
