@@ -23,7 +23,7 @@ def test_every_order_is_a_rotation_of_all_helpers():
         order = canary_order(TH, f"10.0.0.{i}")
         assert sorted(order) == sorted(TH)
     assert canary_order(TH, "1.2.3.44") == TH  # int(1.2.3.44) % 100 == 0: canary first
-    assert canary_order(TH, "1.2.3.45")[0] == TH[2]  # q = 1: starts at 1 % 3 + 1
+    assert canary_order(TH, "1.2.3.55")[0] == TH[3]  # q = 11: starts at 11 % 3 + 1
 
 
 def test_default_web_connectivity_helpers_are_shuffled_then_cloudfront():
