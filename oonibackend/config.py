@@ -97,8 +97,22 @@ class FastpathConfig:
     max_pending_in_memory: int = 200_000
     # Whether `oonibackend run` starts the local fastpath.
     enabled: bool = True
+    # The fastpath's own feeder (POST /<uid>) listens here.
+    host: str = "127.0.0.1"
     port: int = 8472
+    # Scoring worker processes (0: one per core).
     workers: int = 0
+    # Durable intake queue and quarantine of measurements that crashed a scorer.
+    dir: str = "fastpath"
+    # Measurements queued on disk before the feeder answers 503 (backpressure).
+    max_queue: int = 50000
+    # Rows per ClickHouse insert, and the longest a row waits for its batch (seconds).
+    batch_size: int = 5000
+    batch_interval: float = 1.0
+    # Longest back-off between retries of a failed insert (seconds; never dropped).
+    insert_retry_max: float = 30.0
+    # Seconds between reloads of the fingerprint tables.
+    fingerprint_refresh: float = 3600.0
 
 
 @dataclass
@@ -154,6 +168,19 @@ class ProbeConfig:
 
 
 @dataclass
+class S3Config:
+    # Bucket of the raw measurements (postcans, jsonl.gz). Empty: the local object store.
+    bucket: str = ""
+    # Local object store (embedded default): a directory laid out like the bucket.
+    local_dir: str = "objects"
+    # S3 endpoint (empty: AWS), region and credentials (empty: anonymous / environment).
+    endpoint_url: str = ""
+    region: str = "eu-central-1"
+    access_key_id: str = ""
+    secret_access_key: str = ""
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
     # "json" (one object per line) or "text".
@@ -170,6 +197,7 @@ class Config:
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    s3: S3Config = field(default_factory=S3Config)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the config was read from (not a key).
     source: str = ""
