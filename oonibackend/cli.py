@@ -18,7 +18,7 @@ from oonibackend import __version__, config, logs
 
 # Command modules: each has add_parser(subparsers) setting `func` (sync or async, (args, cfg)).
 _COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db",
-             "oonibackend.citizenlab.cli")
+             "oonibackend.citizenlab.cli", "workers.fingerprints_update", "workers.cli")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
