@@ -154,13 +154,16 @@ def backend(tmp_path_factory: pytest.TempPathFactory, geoip_files) -> Iterator[B
     """One shared backend on embedded defaults, for tests that only read or add data."""
     cc, asn = geoip_files
     data = tmp_path_factory.mktemp("backend")
+    fastpath_port = free_port()
     (data / "psiphon.json").write_text('{"a": "b"}')
     b = Backend(data, {
         "geoip": {"cc_db": str(cc), "asn_db": str(asn)},
         "probe": {"jwt_secret": "x" * 32, "psiphon_config_file": str(data / "psiphon.json"),
                   "tor_targets_file": str(FIXTURES / "tor_targets.json"),
                   "test_list_refresh": 1.0},
-        "fastpath": {"urls": [f"http://127.0.0.1:{free_port()}/"], "retry_max": 1.0},
+        # The real fastpath, on its own free port (the API delivers to it).
+        "fastpath": {"urls": [f"http://127.0.0.1:{fastpath_port}/"], "port": fastpath_port,
+                     "retry_max": 1.0, "workers": 1},
         "quotas": {"whitelist": []},
     })
     b.start()

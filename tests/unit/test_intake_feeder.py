@@ -1,0 +1,114 @@
+"""The fastpath feeder's HTTP interface over a real intake queue: 200 only once durable,
+400 for a bad uid, 413 for a large body, 503 beyond the bound, liveness and metrics."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from oonibackend.metrics import Metrics
+from workers.intake.feeder import Feeder
+from workers.intake.queue import IntakeQueue
+
+UID = "20240101120000.123456_IT_webconnectivity_0123456789abcdef"
+
+
+def uid(i: int) -> str:
+    return f"20240101120000.{i:06d}_IT_webconnectivity_{i:016x}"
+
+
+@pytest.fixture
+async def queue(tmp_path) -> AsyncIterator[IntakeQueue]:
+    q = IntakeQueue(tmp_path, 3)
+    await q.open()
+    yield q
+    await q.close()
+
+
+@pytest.fixture
+async def client(queue) -> AsyncIterator[TestClient]:
+    metrics = Metrics("fastpath")
+    metrics.set("queue_depth", lambda: queue.depth)
+    c = TestClient(TestServer(Feeder(queue, metrics, 1000).app()))
+    await c.start_server()
+    yield c
+    await c.close()
+
+
+async def answer(resp) -> tuple[int, dict]:
+    assert resp.content_type == "application/json"
+    return resp.status, json.loads(await resp.read())
+
+
+async def test_liveness(client):
+    for method, path in (("GET", "/"), ("GET", "/anything"), ("PUT", "/x"), ("HEAD", "/")):
+        r = await client.request(method, path)
+        assert r.status == 200, (method, path)
+    assert await answer(await client.get("/")) == (200, {})
+
+
+async def test_post_is_durable_before_200(client, queue):
+    status, body = await answer(await client.post(f"/{UID}", data=b'{"format":"json"}'))
+    assert (status, body) == (200, {})
+    assert queue.depth == 1
+    e = await queue.get()
+    assert (e.uid, e.body) == (UID, b'{"format":"json"}')
+    # The content is not looked at: anything is accepted and scored later.
+    assert (await client.post(f"/{uid(2)}", data=b"\x00not json")).status == 200
+
+
+@pytest.mark.parametrize("path", [
+    "/", "/2foo/bar", "/20210208220710.181572_MA_ndt_7888edc7748936bf/..",
+    "/20210208220710.181572_MA_ndt_7888edc7748936b",
+    "/20210208220710.181572_M_ndt_7888edc7748936bf", "/..%2f..%2fetc%2fpasswd",
+    "/20210208220710.181572_MA_ndt_7888edc7748936bf%0a",
+])
+async def test_bad_uid_is_400_json(client, queue, path):
+    status, body = await answer(await client.post(path, data=b"{}"))
+    assert status == 400 and body == {"error": "invalid measurement uid"}
+    assert queue.depth == 0
+
+
+async def test_query_string_is_not_part_of_the_uid(client, queue):
+    assert (await client.post(f"/{UID}?x=1", data=b"q")).status == 200
+    assert (await queue.get()).uid == UID
+
+
+async def test_body_too_large_is_413(client, queue):
+    status, body = await answer(await client.post(f"/{UID}", data=b"x" * 1001))
+    assert status == 413 and "error" in body
+
+    async def chunks():  # no Content-Length: the cap applies while reading
+        for _ in range(3):
+            yield b"y" * 400
+
+    status, _ = await answer(await client.post(f"/{uid(1)}", data=chunks()))
+    assert status == 413
+    assert queue.depth == 0
+
+
+async def test_503_beyond_the_bound(client, queue):
+    for i in range(3):
+        assert (await client.post(f"/{uid(i)}", data=b"m")).status == 200
+    r = await client.post(f"/{uid(9)}", data=b"m")
+    status, body = await answer(r)
+    assert status == 503 and "full" in body["error"] and r.headers["Retry-After"] == "1"
+    # A uid already queued is still answered 200 (it is durable already)... once there is
+    # room; after a commit the next one is accepted.
+    queue.commit([await queue.get()])
+    assert (await client.post(f"/{uid(9)}", data=b"m")).status == 200
+
+
+async def test_metrics(client):
+    await client.post(f"/{UID}", data=b"m")
+    await client.post("/bad", data=b"m")
+    r = await client.get("/metrics")
+    text = await r.text()
+    assert r.status == 200 and r.content_type == "text/plain"
+    assert "fastpath_queue_depth 1" in text
+    assert 'fastpath_feeder_requests_total{status="200"} 1' in text
+    assert 'fastpath_feeder_requests_total{status="400"} 1' in text
+    assert "fastpath_received_total 1" in text
