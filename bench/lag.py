@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""End-to-end lag: API answered -> fastpath row queryable, at a fixed submission rate.
+
+Starts `oonibackend run` (embedded chdb, real fastpath) in a temporary directory, submits real
+measurements from ../shared/samples through `POST /report/<id>` at --rate per second for
+--duration seconds, then reads each row's `update_time` (when ClickHouse stored it) and
+compares it with the moment the API answered. Prints the achieved rate, p50/p90/p99/max lag
+and how many rows arrived.
+Usage: python bench/lag.py [--rate 1000] [--duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run import SAMPLES, free_port, post_json, wait_http  # noqa: E402
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
+
+
+async def submit(base: str, rid: str, bodies: list[bytes], rate: float, duration: float
+                 ) -> dict[str, float]:
+    import aiohttp
+
+    answered: dict[str, float] = {}
+    interval = 1.0 / rate
+    conn = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async def one(body: bytes) -> None:
+            async with s.post(f"{base}/report/{rid}", data=body,
+                              headers={"Content-Type": "application/json"}) as r:
+                if r.status == 200:
+                    uid = (await r.json())["measurement_uid"]
+                    answered[uid] = time.time()
+
+        tasks = []
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < duration:
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+            i += 1
+            delay = t0 + i * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return answered
+
+
+async def collect(db_url: str, answered: dict[str, float], timeout: float) -> dict[str, float]:
+    from oonibackend import config, storage
+
+    cfg = config.load(None, **{"database.driver": "http", "database.url": db_url})
+    db = storage.connect(cfg)
+    stored: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    uids = list(answered)
+    try:
+        while time.monotonic() < deadline and len(stored) < len(uids):
+            missing = [u for u in uids if u not in stored]
+            for i in range(0, len(missing), 2000):
+                rows = await db.query(
+                    "SELECT measurement_uid, min(update_time) AS t FROM fastpath "
+                    "WHERE measurement_uid IN %(uids)s GROUP BY measurement_uid",
+                    {"uids": missing[i:i + 2000]})
+                for r in rows:
+                    stored[r["measurement_uid"]] = r["t"].replace(
+                        tzinfo=__import__("datetime").UTC).timestamp()
+            await asyncio.sleep(0.5)
+    finally:
+        await db.close()
+    return stored
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rate", type=float, default=1000.0, help="submissions per second")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds of submission")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="oonilag-"))
+    api_port, owner_port, fp_port = free_port(), free_port(), free_port()
+    (tmp / "lag.toml").write_text(f"""
+[server]
+port = {api_port}
+[database]
+owner_port = {owner_port}
+[fastpath]
+urls = ["http://127.0.0.1:{fp_port}/"]
+port = {fp_port}
+[quotas]
+enabled = false
+[logging]
+level = "WARNING"
+""")
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "oonibackend", "run", "--config", str(tmp / "lag.toml"),
+         "--data-dir", str(tmp / "var")], cwd=ROOT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{api_port}"
+        wait_http(base + "/health")
+        wait_http(f"http://127.0.0.1:{fp_port}/")
+        # Measurements dated now: the fastpath flags ones older than a day as bad dates.
+        now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        bodies = []
+        for f in sorted(SAMPLES.glob("*.json")):
+            if f.name.startswith("fingerprints"):
+                continue
+            msm = json.loads(f.read_text())
+            msm.update(probe_cc="IT", probe_asn="AS12874", measurement_start_time=now,
+                       test_start_time=now)
+            bodies.append(json.dumps({"format": "json", "content": msm}).encode())
+        rid = post_json(base + "/report", {"probe_cc": "IT", "probe_asn": "AS12874",
+                                           "test_name": "web_connectivity"})["report_id"]
+        t0 = time.monotonic()
+        answered = asyncio.run(submit(base, rid, bodies, args.rate, args.duration))
+        achieved = len(answered) / (time.monotonic() - t0)
+        stored = asyncio.run(collect(f"http://127.0.0.1:{owner_port}", answered, 120))
+        lags = [stored[u] - answered[u] for u in stored]
+        print(f"submitted {len(answered)} at {achieved:.0f}/s (asked {args.rate:.0f}/s); "
+              f"rows stored: {len(stored)}")
+        print("lag API answer -> row stored: "
+              + "  ".join(f"p{int(p * 100)} {percentile(lags, p):.2f} s"
+                          for p in (0.5, 0.9, 0.99)) + f"  max {max(lags, default=0):.2f} s")
+    finally:
+        os.killpg(backend.pid, signal.SIGTERM)
+        backend.wait(60)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
