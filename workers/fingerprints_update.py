@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oonibackend.storage import DatabaseError
+from oonibackend.storage.swap import ImportRefused, check_size
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
@@ -45,7 +46,6 @@ DNS_SCOPES = frozenset({"nat", "isp", "prod", "inst", "vbw", "fp"})
 HTTP_SCOPES = DNS_SCOPES | {"injb", "prov"}
 PATTERN_TYPES = frozenset({"full", "prefix", "contains", "regexp"})
 KINDS = ("dns", "http")
-MIN_RATIO = 0.5
 MAX_DOWNLOAD = 64 * 1024 * 1024
 DEFAULT_TIMEOUT = 300.0
 BATCH_SIZE = 5000
@@ -58,10 +58,6 @@ Progress = Callable[[str], None]
 
 class FingerprintError(Exception):
     """A fingerprint file is invalid or missing; messages start with `file:line:`."""
-
-
-class ImportRefused(Exception):
-    """The sanity check failed; nothing was changed."""
 
 
 # ---------------------------------------------------------------- validation
@@ -289,17 +285,6 @@ class ImportStats:
 async def _count(db: Any, table: str) -> int:
     row = await db.query_one(f"SELECT count() AS n FROM {table}")
     return int(row["n"]) if row else 0
-
-
-def check_size(table: str, new: int, current: int, force: bool) -> None:
-    """Refuse an empty set, or one below MIN_RATIO of the live table (unless forced)."""
-    if force:
-        return
-    if new == 0:
-        raise ImportRefused(f"no {table} rows (use --force to import anyway)")
-    if new < current * MIN_RATIO:
-        raise ImportRefused(f"{table}: {new} rows, less than {MIN_RATIO:.0%} of the current "
-                            f"{current} (use --force to import anyway)")
 
 
 async def import_fingerprints(db: Any, fps: FingerprintSet, *, force: bool = False,

@@ -16,16 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from oonibackend.citizenlab.lists import GLOBAL_CC, Entry, ListError, read_lists
+from oonibackend.storage.swap import ImportRefused, check_size
 
 COLUMNS = ("domain", "url", "cc", "category_code")
 BATCH_SIZE = 10_000
-MIN_RATIO = 0.5
 
 Progress = Callable[[str], None]
-
-
-class ImportRefused(Exception):
-    """The sanity check failed; nothing was changed."""
 
 
 @dataclass
@@ -49,18 +45,6 @@ async def _count(db: Any, table: str) -> int:
     return int(row["n"]) if row else 0
 
 
-def check_size(new: int, current: int, force: bool) -> None:
-    """Refuse an import that would shrink the table below MIN_RATIO (or empty it)."""
-    if force:
-        return
-    if new == 0:
-        raise ImportRefused("the new list is empty (use --force to import it anyway)")
-    if new < current * MIN_RATIO:
-        raise ImportRefused(
-            f"the new list has {new} rows, less than {MIN_RATIO:.0%} of the current "
-            f"{current} (use --force to import it anyway)")
-
-
 async def import_citizenlab(db: Any, source_dir: str | Path, *, force: bool = False,
                             progress: Progress | None = None,
                             batch_size: int = BATCH_SIZE) -> ImportStats:
@@ -74,7 +58,7 @@ async def import_citizenlab(db: Any, source_dir: str | Path, *, force: bool = Fa
     entries: list[Entry] = lists.entries
     say(f"read {lists.files} files, {len(entries)} rows")
     current = await _count(db, "citizenlab")
-    check_size(len(entries), current, force)
+    check_size("the new list", len(entries), current, force)
 
     await db.execute("TRUNCATE TABLE citizenlab_flip")
     for start in range(0, len(entries), batch_size):
