@@ -4,6 +4,9 @@
     oonibackend serve     the API process alone (production)
     oonibackend db ...    migrate / exec against the configured database
     oonibackend update-citizenlab --source DIR_OR_GIT_URL
+    oonibackend update-fingerprints --source DIR_OR_URL
+    oonibackend fastpath [serve|score|reprocess]
+    oonibackend upload [--dry-run] [--hour YYYYMMDDHH]
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from oonibackend import __version__, config, logs
 
 # Command modules: each has add_parser(subparsers) setting `func` (sync or async, (args, cfg)).
 _COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db",
-             "oonibackend.citizenlab.cli", "workers.fingerprints_update", "workers.cli")
+             "oonibackend.citizenlab.cli", "workers.fingerprints_update", "workers.cli",
+             "oonibackend.upload.cli")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

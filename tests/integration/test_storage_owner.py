@@ -17,6 +17,9 @@ from oonibackend.storage.http import HTTPDatabase
 from oonibackend.storage.owner import EXIT_LOCKED
 from tests.clickhouse_server import OwnerProcess, free_port
 
+LATEST = max(m.version for m in migrate.available())
+ALL = sorted(m.version for m in migrate.available())
+
 HOSTILE = "it's a \\'hostile\\' string; DROP TABLE fastpath; -- %(uid)s ünï ☃ \t\n\"q\""
 
 
@@ -83,9 +86,9 @@ async def test_clickhouse_http_semantics(owner):
 
 async def test_migrate_twice(db):
     first = await migrate.migrate(db)
-    assert first == [1] or first == []  # another test module may have migrated first
+    assert first == ALL or first == []  # another test module may have migrated first
     assert await migrate.migrate(db) == []
-    assert await migrate.current_version(db) == 1
+    assert await migrate.current_version(db) == LATEST
     rows = await db.query("SELECT test_group, count() AS n FROM test_groups "
                           "GROUP BY test_group ORDER BY test_group")
     assert {r["test_group"]: r["n"] for r in rows}["circumvention"] == 8

@@ -1,0 +1,16 @@
+"""The measurement uploader: spool hour directories -> postcans and jsonl.gz in the object store.
+
+    oonibackend upload [--dry-run] [--hour YYYYMMDDHH]
+
+For every closed hour directory `incoming/<YYYYMMDDHH>_<CC>_<testname>/` of the spool:
+
+    raw/<YYYYMMDD>/<HH>/<CC>/<testname>/<YYYYMMDDHH>_<CC>_<testname>.<host_id>.<n>.tar.gz
+    raw/<YYYYMMDD>/<HH>/<CC>/<testname>/<YYYYMMDDHH>_<CC>_<testname>.<host_id>.<n>.jsonl.gz
+
+(the postcan holds each `<uid>.post` as received; the jsonl.gz one measurement `content` per
+line with its `measurement_uid`, every line its own gzip member), then one `jsonl` row per line
+(with the member's byte offset and length), and only then the `.post` files are deleted.
+
+Modules: `files` (planning and building the files, pure blocking I/O), `objects` (writing to
+a local directory or S3 with aiobotocore), `uploader` (the resumable state machine), `cli`.
+"""

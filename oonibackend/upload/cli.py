@@ -1,0 +1,118 @@
+"""`oonibackend upload [--dry-run] [--hour YYYYMMDDHH]` (started hourly by the systemd timer)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oonibackend.storage import DatabaseError, DatabaseUnavailable
+from oonibackend.upload import files
+from oonibackend.upload.objects import UploadError, open_writer
+from oonibackend.upload.uploader import GRACE_SECONDS, Options, Summary, Uploader, write_metrics
+
+if TYPE_CHECKING:
+    from oonibackend.config import Config
+
+log = logging.getLogger("oonibackend.upload")
+
+_HOUR = re.compile(r"[0-9]{10}", re.ASCII)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "upload", help="upload closed spool hours to the object store (postcans, jsonl.gz)",
+        description="Turn every closed hour of the spool into postcans and seekable jsonl.gz "
+        "files, upload them to the configured bucket (or the local object store), record "
+        "them in the jsonl table, then delete the spooled files. Safe to interrupt at any "
+        "point: the next run resumes. Exit status 0 on success, 1 on any error (the spool is "
+        "then left as it was for the failed cans).")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be uploaded; change nothing")
+    p.add_argument("--hour", metavar="YYYYMMDDHH",
+                   help="only this hour (UTC), even if it is not closed yet")
+    p.add_argument("--can-size", type=int, default=files.CAN_MAX_BYTES, metavar="BYTES",
+                   help="close a postcan above this many bytes of .post files (default 20 MB)")
+    p.add_argument("--grace", type=float, default=GRACE_SECONDS, metavar="SECONDS",
+                   help="an hour is closed this long after its end (default 300)")
+    p.add_argument("--metrics-file", metavar="FILE",
+                   help="Prometheus text file written at the end "
+                        "(default <data_dir>/upload/metrics.prom)")
+    p.set_defaults(func=run)
+
+
+async def _recover_spool(cfg: Config) -> None:
+    """When no API process owns the spool, replay its WAL first, so that no acknowledged
+    measurement exists only in the log. With the API running, its WAL only covers the last
+    seconds, never a closed hour."""
+    from oonibackend.spool import Spool, SpoolError
+
+    spool = Spool(cfg)
+    try:
+        await spool.start()
+    except SpoolError:
+        log.info("spool owned by a running API process; no recovery needed")
+        return
+    await spool.close()
+
+
+async def run(args: argparse.Namespace, cfg: Config) -> int:
+    if args.hour is not None and not _HOUR.fullmatch(args.hour):
+        print("oonibackend upload: --hour wants YYYYMMDDHH", file=sys.stderr)
+        return 2
+    if args.can_size < 1:
+        print("oonibackend upload: --can-size must be positive", file=sys.stderr)
+        return 2
+    opts = Options(dry_run=args.dry_run, hour=args.hour, can_bytes=args.can_size,
+                   grace=args.grace)
+    metrics = Path(args.metrics_file) if args.metrics_file else \
+        cfg.path("upload") / "metrics.prom"
+    writer = open_writer(cfg)
+    summary = Summary()
+    ok = False
+    t0 = time.monotonic()
+    try:
+        await writer.check()
+        if opts.dry_run:
+            up = Uploader(cfg, writer, None, opts)
+            summary = await up.run()
+            print(f"dry run: {len(summary.planned)} cans would be uploaded to {writer.name}")
+            return 0
+        from oonibackend.cli_db import open_database
+        from oonibackend.storage.migrate import migrate
+
+        await _recover_spool(cfg)
+        async with open_database(cfg) as db:
+            await migrate(db)
+            up = Uploader(cfg, writer, db, opts)
+            up.lock()
+            try:
+                summary = await up.run()
+            finally:
+                summary = up.summary
+                up.unlock()
+        ok = True
+    except (UploadError, DatabaseError, OSError, ValueError) as e:
+        what = "database unavailable" if isinstance(e, DatabaseUnavailable) else "error"
+        print(f"oonibackend upload: {what}: {e}", file=sys.stderr)
+        log.debug("upload failed", exc_info=True)
+        return 1
+    finally:
+        await writer.close()
+        summary.seconds = time.monotonic() - t0
+        if not opts.dry_run:
+            print(f"upload {'done' if ok else 'FAILED'}: {summary.line()}")
+            log.info("upload summary", extra={
+                "ok": ok, "hours": summary.hours, "cans": summary.cans, "files": summary.files,
+                "files_present": summary.files_present, "measurements": summary.measurements,
+                "bytes": summary.bytes, "seconds": round(summary.seconds, 3),
+                "skipped": summary.skipped, "destination": writer.name})
+            try:
+                write_metrics(metrics, summary, ok)
+            except OSError as e:
+                log.warning("cannot write metrics file", extra={"error": str(e)})
+    return 0
