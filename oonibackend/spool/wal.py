@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from oonibackend.fileutil import fsync_dir
+
 MAGIC = b"OOWAL\x00\x01\n"
 _HEAD = struct.Struct("<II")
 _LENS = struct.Struct("<BB")
@@ -107,13 +109,6 @@ def read_segment(path: Path) -> tuple[list[Record], int]:
     records = list(reader)
     return records, reader.torn
 
-
-def fsync_dir(path: Path | str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Segment:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fcntl
 import logging
 import os
 import queue
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oonibackend.config import Config
+from oonibackend.fileutil import fsync_dir, try_flock
 from oonibackend.metrics import Metrics
 from oonibackend.spool import layout, wal
 
@@ -155,12 +155,9 @@ class Spool:
     def _open(self) -> None:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.wal_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.wal_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SpoolError(f"spool {self.root} is in use by another process") from None
+        fd = try_flock(self.wal_dir / "LOCK")
+        if fd is None:
+            raise SpoolError(f"spool {self.root} is in use by another process")
         self._lock_fd = fd
         segs = wal.segments(self.wal_dir)
         self._seq = int(segs[-1].stem) + 1 if segs else 1
@@ -200,7 +197,7 @@ class Spool:
         layout.make_durable(self.root, rewritten, dirs)
         for seg in segs:
             seg.unlink()
-        wal.fsync_dir(self.wal_dir)
+        fsync_dir(self.wal_dir)
         log.info("spool recovered", extra={
             "segments": len(segs), "records": records, "rewritten": len(rewritten),
             "torn_bytes": torn, "seconds": round(time.monotonic() - t0, 3)})

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import fcntl
 import hmac
 import logging
-import os
 import re
 import signal
 import sys
@@ -25,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from oonibackend.fileutil import release_flock as release_lock  # noqa: F401 (API)
+from oonibackend.fileutil import try_flock
 from oonibackend.storage import DatabaseError, DatabaseUnavailable
 
 if TYPE_CHECKING:
@@ -60,22 +60,8 @@ def try_lock(cfg: Config) -> int | None:
     """
     p = lock_path(cfg)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+    return try_flock(p, write_pid=True)
 
-
-def release_lock(fd: int) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def lock_holder(cfg: Config) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from oonibackend import ids
+from oonibackend.fileutil import fsync_dir
 
 log = logging.getLogger("oonibackend.upload")
 
@@ -166,13 +167,6 @@ def _fsync_rename(tmp: Path, final: Path) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, final)
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

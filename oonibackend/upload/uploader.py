@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fcntl
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ import orjson
 
 from oonibackend import ids
 from oonibackend.config import Config
+from oonibackend.fileutil import fsync_dir, try_flock
 from oonibackend.spool import layout
 from oonibackend.storage import Database
 from oonibackend.upload import files
@@ -115,12 +115,9 @@ class Uploader:
 
     def lock(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / "LOCK", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise UploadLocked(f"another upload is running ({self.root / 'LOCK'})") from None
+        fd = try_flock(self.root / "LOCK")
+        if fd is None:
+            raise UploadLocked(f"another upload is running ({self.root / 'LOCK'})")
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -296,7 +293,7 @@ class Uploader:
             except FileNotFoundError:
                 pass
         try:
-            files.fsync_dir(spool_dir)
+            fsync_dir(spool_dir)
         except FileNotFoundError:
             pass
         return deleted
@@ -307,7 +304,7 @@ class Uploader:
         next_n = max(c["n"] for c in state["cans"]) + 1
         files.write_atomic(done / h, f"{next_n}\n".encode())
         shutil.rmtree(self.root / h)
-        files.fsync_dir(self.root)
+        fsync_dir(self.root)
         self._finish_hour(h)
 
     def _finish_hour(self, h: str) -> None:
@@ -322,7 +319,7 @@ class Uploader:
         try:
             (d / layout.DELIVERED).unlink(missing_ok=True)
             d.rmdir()
-            files.fsync_dir(self.incoming)
+            fsync_dir(self.incoming)
         except OSError as e:  # a file arrived meanwhile: the next run takes it
             log.info("hour directory not removed", extra={"dir": str(d), "error": str(e)})
 

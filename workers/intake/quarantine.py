@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from oonibackend import ids
-from workers.intake.segment import fsync_dir
+from oonibackend.fileutil import fsync_dir
 
 
 class Quarantine:

@@ -22,7 +22,6 @@ beyond that they are read back from the segment when needed.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 from collections import deque
@@ -30,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oonibackend.fileutil import try_flock
 from workers.intake import segment as seg
 
 log = logging.getLogger("workers.intake.queue")
@@ -141,16 +141,11 @@ class IntakeQueue:
         return recovered
 
     def _lock(self) -> None:
-        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            os.close(fd)
+        fd = try_flock(self.directory / "lock", write_pid=True)
+        if fd is None:
             holder = (self.directory / "lock").read_text().strip() or "?"
             raise QueueLocked(f"{self.directory} is used by another fastpath process "
-                              f"(pid {holder})") from e
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())  # for operators (and tests) to find it
+                              f"(pid {holder})")
         self._lock_fd = fd
 
     def _recover(self) -> int:

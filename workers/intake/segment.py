@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from oonibackend.fileutil import fsync_dir
+
 MAGIC = b"OOFPQ\x00\x01\n"
 _HEAD = struct.Struct("<II")
 # A record larger than this is corruption, not a measurement (bodies are capped far lower).
@@ -94,13 +96,6 @@ def read_acks(path: Path) -> set[int]:
             out.add(int(line))
     return out
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def segment_paths(directory: Path) -> list[tuple[int, Path]]:
