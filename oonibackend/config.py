@@ -286,10 +286,3 @@ def load(path: str | None = None, **overrides: Any) -> Config:
     if cfg.database.driver != "embedded" and not cfg.database.url:
         raise ConfigError(f"database.url is required with driver {cfg.database.driver}")
     return cfg
-
-
-def dump_overrides(cfg: Config) -> dict[str, Any]:
-    """The config as a plain dict (for handing to child processes)."""
-    d = dataclasses.asdict(cfg)
-    d.pop("source", None)
-    return d

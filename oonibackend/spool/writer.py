@@ -97,7 +97,6 @@ class Spool:
         self._lock_fd = -1
         self._closed = True
         self._last_rotate = time.monotonic()
-        self._known_dirs: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
