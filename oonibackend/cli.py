@@ -22,7 +22,8 @@ from oonibackend import __version__, config, logs
 # Command modules: each has add_parser(subparsers) setting `func` (sync or async, (args, cfg)).
 _COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db",
              "oonibackend.citizenlab.cli", "workers.fingerprints_update", "workers.cli",
-             "oonibackend.upload.cli")
+             "oonibackend.upload.cli", "oonibackend.asnmeta.cli", "oonibackend.geoip_download",
+             "oonibackend.backup.cli", "oonibackend.rotation.cli", "oonibackend.detector.cli")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

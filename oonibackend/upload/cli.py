@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oonibackend import jobmetrics
 from oonibackend.storage import DatabaseError, DatabaseUnavailable
 from oonibackend.upload import files
 from oonibackend.upload.objects import UploadError, open_writer
@@ -41,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="an hour is closed this long after its end (default 300)")
     p.add_argument("--metrics-file", metavar="FILE",
                    help="Prometheus text file written at the end "
-                        "(default <data_dir>/upload/metrics.prom)")
+                        "(default <data_dir>/metrics/upload.prom)")
     p.set_defaults(func=run)
 
 
@@ -70,7 +71,7 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
     opts = Options(dry_run=args.dry_run, hour=args.hour, can_bytes=args.can_size,
                    grace=args.grace)
     metrics = Path(args.metrics_file) if args.metrics_file else \
-        cfg.path("upload") / "metrics.prom"
+        jobmetrics.default_path(cfg, "upload")
     writer = open_writer(cfg)
     summary = Summary()
     ok = False

@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from oonibackend import ids
+from oonibackend import ids, jobmetrics
 from oonibackend.config import Config
 from oonibackend.fileutil import fsync_dir, try_flock
 from oonibackend.spool import layout
@@ -341,21 +341,8 @@ class Uploader:
 
 def write_metrics(path: Path, summary: Summary, ok: bool) -> None:
     """Prometheus text file (for node_exporter's textfile collector)."""
-    now = time.time()
-    vals = [
-        ("upload_last_run_timestamp_seconds", "gauge", "End of the latest upload run", now),
-        ("upload_last_run_success", "gauge", "1 when the latest upload run succeeded",
-         1 if ok else 0),
-        ("upload_last_run_seconds", "gauge", "Duration of the latest upload run",
-         round(summary.seconds, 3)),
-        ("upload_last_run_files", "gauge", "Objects uploaded by the latest run", summary.files),
-        ("upload_last_run_measurements", "gauge", "Measurements recorded by the latest run",
-         summary.measurements),
-        ("upload_last_run_bytes", "gauge", "Bytes uploaded by the latest run", summary.bytes),
-    ]
-    lines = []
-    for name, kind, help_, v in vals:
-        full = f"oonibackend_{name}"
-        lines += [f"# HELP {full} {help_}", f"# TYPE {full} {kind}", f"{full} {v}"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    files.write_atomic(path, ("\n".join(lines) + "\n").encode())
+    jobmetrics.write(path, "upload", ok, summary.seconds, {
+        "files": ("Objects uploaded by the latest run", summary.files),
+        "measurements": ("Measurements recorded by the latest run", summary.measurements),
+        "bytes": ("Bytes uploaded by the latest run", summary.bytes),
+    })

@@ -152,7 +152,7 @@ async def test_full_hour(tmp_path, owner, s3, db):
     assert posts == {u: b for u, (_, b) in spool.items()}
     assert not (data / "spool" / "incoming" / "2024010203_DE_webconnectivity").exists()
     assert "oonibackend_upload_last_run_measurements 25" in \
-        (data / "upload" / "metrics.prom").read_text()
+        (data / "metrics" / "upload.prom").read_text()
     # nothing left to do
     r = run_upload(data)
     assert r.returncode == 0 and "0 measurements" in r.stdout

@@ -1,0 +1,52 @@
+"""Metrics of the timer jobs (upload, backup, detect, ...) as Prometheus text files.
+
+A job runs, ends and is gone before anything could scrape it, so each run writes its figures to
+`<data_dir>/metrics/<job>.prom` (atomically) for node_exporter's textfile collector.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oonibackend.fileutil import fsync_dir
+
+if TYPE_CHECKING:
+    from oonibackend.config import Config
+
+
+def default_path(cfg: Config, job: str) -> Path:
+    return cfg.path("metrics") / f"{job}.prom"
+
+
+def render(job: str, ok: bool, seconds: float, values: Mapping[str, tuple[str, float]],
+           now: float | None = None) -> str:
+    """`values` maps a metric suffix to (help text, value); every name is
+    `oonibackend_<job>_last_run_<suffix>`, gauges all."""
+    base: dict[str, tuple[str, float]] = {
+        "timestamp_seconds": (f"End of the latest {job} run", now or time.time()),
+        "success": (f"1 when the latest {job} run succeeded", 1 if ok else 0),
+        "seconds": (f"Duration of the latest {job} run", round(seconds, 3)),
+    }
+    base.update(values)
+    lines = []
+    for suffix, (help_, v) in base.items():
+        full = f"oonibackend_{job}_last_run_{suffix}"
+        lines += [f"# HELP {full} {help_}", f"# TYPE {full} gauge", f"{full} {v}"]
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, job: str, ok: bool, seconds: float,
+          values: Mapping[str, tuple[str, float]]) -> None:
+    """Write the job's metrics file atomically (the collector never reads half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(render(job, ok, seconds, values))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
