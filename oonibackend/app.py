@@ -10,8 +10,9 @@ from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
 from oonibackend import clientip, storage
-from oonibackend.appkeys import CONFIG, DB, METRICS
+from oonibackend.appkeys import CONFIG, CORS, DB, METRICS
 from oonibackend.config import Config
+from oonibackend.cors import Cors
 from oonibackend.errors import error_response
 from oonibackend.metrics import Metrics
 
@@ -20,15 +21,19 @@ log = logging.getLogger("oonibackend.app")
 
 @web.middleware
 async def outer_middleware(request: web.Request, handler):
-    """Errors as JSON (the one error format) and per-route metrics, in one layer: every
+    """Errors as JSON (the one error format), CORS and per-route metrics, in one layer: every
     middleware layer costs a few microseconds on every request."""
     t0 = time.perf_counter()
     status = 500
+    cors = request.app[CORS]
     try:
-        try:
-            resp = await handler(request)
-        except Exception as e:
-            resp = error_response(request, e)
+        resp = cors.preflight(request)
+        if resp is None:
+            try:
+                resp = await handler(request)
+            except Exception as e:
+                resp = error_response(request, e)
+        cors.decorate(request, resp)
         status = resp.status
         return resp
     except web.HTTPException as e:  # redirects
@@ -64,6 +69,7 @@ def make_app(cfg: Config) -> web.Application:
     )
     app[CONFIG] = cfg
     app[METRICS] = Metrics()
+    app[CORS] = Cors(cfg.server.cors_origins)
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
     for component in (pages, probe_services, collector, quotas_summary):

@@ -13,6 +13,7 @@ from oonibackend.storage import Database
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 DB = web.AppKey("db", Database)
+CORS = web.AppKey("cors", Any)
 # Filled by their components' cleanup contexts; typed loosely to keep imports one-way.
 GEOIP = web.AppKey("geoip", Any)
 SPOOL = web.AppKey("spool", Any)

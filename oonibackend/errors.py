@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from oonibackend import jsonutil
+from oonibackend.storage import DatabaseError, DatabaseUnavailable, QueryLimitExceeded
 
 log = logging.getLogger("oonibackend.errors")
 
@@ -56,6 +57,17 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
         msg = _REASONS.get(exc.status, exc.reason)
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return json_error(msg, exc.status, headers)
+    if isinstance(exc, QueryLimitExceeded):
+        # The per-query cost cap (max_execution_time, max_rows_to_read) was hit.
+        log.warning("query limit exceeded on %s %s: %s", request.method, request.path, exc)
+        return json_error("Query too expensive: it exceeded the time or rows-to-read limit; "
+                          "narrow the time range or add filters", 504)
+    if isinstance(exc, DatabaseUnavailable):
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return json_error("Database unavailable, retry later", 503, {"Retry-After": "5"})
+    if isinstance(exc, DatabaseError):
+        log.error("database error on %s %s: %s", request.method, request.path, exc)
+        return json_error("Database query error", 500)
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return json_error("Internal server error", 500)
 

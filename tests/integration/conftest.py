@@ -84,3 +84,25 @@ def spool_file(data_dir: Path, uid: str, wait: float = 5.0) -> Path:
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return path
+
+
+@pytest.fixture(scope="session")
+def read_backend(tmp_path_factory: pytest.TempPathFactory, geoip_files) -> Iterator[Backend]:
+    """`oonibackend run` on embedded defaults (no fastpath) with the real fixture rows loaded
+    (tests/readdata.py): shared by the read-side tests, which must not write to it."""
+    from tests.readdata import load_fixture_rows
+
+    cc, asn = geoip_files
+    data = tmp_path_factory.mktemp("read_backend")
+    b = Backend(data, {
+        "geoip": {"cc_db": str(cc), "asn_db": str(asn)},
+        "fastpath": {"enabled": False},
+        "quotas": {"enabled": False},
+        "server": {"base_url": "https://api.example.org/"},
+    })
+    b.start()
+    try:
+        load_fixture_rows(b.config, b.data_dir)
+        yield b
+    finally:
+        b.stop()

@@ -1,0 +1,202 @@
+"""Query-string parsing for the read routes, tolerant the way Explorer needs it.
+
+Explorer builds query strings with `URLSearchParams(object)` and axios, so:
+* an empty value (`probe_cc=`) or the literal `undefined`/`null` means "absent";
+* multi-values arrive comma-joined (`probe_cc=CN,IR,RU`), sometimes repeated;
+* unknown parameters (`data=anomalies`, `webview=1`) are ignored;
+* `probe_asn` comes as `AS3269` or `3269`.
+Anything present but malformed raises `APIError` (400, `{"error": ...}`), never a 500.
+
+Usage: `q = Query(request.query)`, then `q.cc_list("probe_cc")`, `q.date("since")`, ...
+All values returned are safe to pass as `%(name)s` parameters of the storage layer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+
+from oonibackend.errors import APIError
+
+_ABSENT = frozenset(("", "undefined", "null"))
+_TRUE = frozenset(("true", "1", "yes"))
+_FALSE = frozenset(("false", "0", "no"))
+_CC = re.compile(r"[A-Za-z]{2}", re.ASCII)
+_ASN = re.compile(r"(?:AS|as)?([0-9]{1,10})", re.ASCII)
+_REPORT_ID = re.compile(r"[A-Za-z0-9_]{15,100}", re.ASCII)
+_TEST_NAME = re.compile(r"[a-z0-9_]{1,60}", re.ASCII)
+_CATEGORY = re.compile(r"[A-Z]{1,16}", re.ASCII)
+# The legacy input whitelist (after dropping non-ASCII characters).
+_INPUT = re.compile(r"[A-Za-z0-9 :/.\[\]\-_%+(){}=?#&!,$~@;'*]*", re.ASCII)
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+MAX_VALUE = 2048
+MAX_ITEMS = 200
+
+
+class Query:
+    """A read-only, tolerant view of `request.query` (a MultiDict or a plain mapping)."""
+
+    def __init__(self, query: Mapping[str, str]) -> None:
+        self._q = query
+
+    def _raw(self, name: str) -> list[str]:
+        getall = getattr(self._q, "getall", None)
+        values = getall(name, []) if getall is not None else (
+            [self._q[name]] if name in self._q else [])
+        out = []
+        for v in values:
+            v = v.strip()
+            if v in _ABSENT:
+                continue
+            if len(v) > MAX_VALUE:
+                raise APIError(f"Parameter {name} is too long", 400)
+            out.append(v)
+        return out
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        """The last non-empty value, or `default`."""
+        values = self._raw(name)
+        return values[-1] if values else default
+
+    def list(self, name: str) -> list[str]:
+        """Comma-joined and/or repeated values, stripped, empties dropped, order kept, deduped."""
+        out: list[str] = []
+        for v in self._raw(name):
+            for item in v.split(","):
+                item = item.strip()
+                if item and item not in _ABSENT and item not in out:
+                    out.append(item)
+        if len(out) > MAX_ITEMS:
+            raise APIError(f"Too many values for {name}", 400)
+        return out
+
+    def has(self, name: str) -> bool:
+        return bool(self._raw(name))
+
+    def int(self, name: str, default: int | None = None, *, min: int | None = None,
+            max: int | None = None) -> int | None:
+        v = self.str(name)
+        if v is None:
+            return default
+        try:
+            n = int(v)
+        except ValueError:
+            raise APIError(f"Invalid {name}: not an integer", 400) from None
+        if min is not None and n < min:
+            raise APIError(f"Invalid {name}: must be at least {min}", 400)
+        if max is not None and n > max:
+            raise APIError(f"Invalid {name}: must be at most {max}", 400)
+        return n
+
+    def bool(self, name: str, default: bool | None = None) -> bool | None:
+        v = self.str(name)
+        if v is None:
+            return default
+        low = v.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise APIError(f"Invalid {name}: use true or false", 400)
+
+    def choice(self, name: str, allowed: Iterable[str], default: str | None = None, *,
+               lower: bool = False) -> str | None:
+        v = self.str(name)
+        if v is None:
+            return default
+        if lower:
+            v = v.lower()
+        allowed = tuple(allowed)
+        if v not in allowed:
+            raise APIError(f"Invalid {name}: use one of {', '.join(allowed)}", 400)
+        return v
+
+    def date(self, name: str) -> dt.datetime | None:
+        v = self.str(name)
+        return None if v is None else parse_datetime(v, name)
+
+    def cc_list(self, name: str = "probe_cc") -> list[str]:
+        out = []
+        for v in self.list(name):
+            if not _CC.fullmatch(v):
+                raise APIError(f"Invalid {name}: {v[:20]!r} is not a 2-letter country code", 400)
+            out.append(v.upper())
+        return out
+
+    def cc(self, name: str = "probe_cc") -> str | None:
+        ccs = self.cc_list(name)
+        if len(ccs) > 1:
+            raise APIError(f"Invalid {name}: one country code expected", 400)
+        return ccs[0] if ccs else None
+
+    def asn_list(self, name: str = "probe_asn") -> list[int]:
+        return [parse_asn(v, name) for v in self.list(name)]
+
+    def asn(self, name: str = "probe_asn") -> int | None:
+        v = self.str(name)
+        return None if v is None else parse_asn(v, name)
+
+    def test_names(self, name: str = "test_name") -> list[str]:
+        out = []
+        for v in self.list(name):
+            if not _TEST_NAME.fullmatch(v):
+                raise APIError(f"Invalid characters in {name}", 400)
+            out.append(v)
+        return out
+
+    def category_codes(self, name: str = "category_code") -> list[str]:
+        out = []
+        for v in self.list(name):
+            if not _CATEGORY.fullmatch(v.upper()):
+                raise APIError(f"Invalid {name}", 400)
+            out.append(v.upper())
+        return out
+
+    def report_id(self, name: str = "report_id") -> str | None:
+        v = self.str(name)
+        if v is None:
+            return None
+        if not _REPORT_ID.fullmatch(v):
+            raise APIError("Invalid report_id field", 400)
+        return v
+
+    def input(self, name: str = "input") -> str | None:
+        """A measurement input (URL, host:port, ...); raw, but only whitelisted characters."""
+        v = self.str(name)
+        if v is None:
+            return None
+        if not _INPUT.fullmatch(v.encode("ascii", "ignore").decode()):
+            raise APIError(f"Invalid characters in {name} field", 400)
+        return v
+
+
+def parse_asn(value: str, name: str = "probe_asn") -> int:
+    m = _ASN.fullmatch(value.strip())
+    if m is None or int(m.group(1)) >= 2**32:
+        raise APIError(f"Invalid {name}: {value[:20]!r}", 400)
+    return int(m.group(1))
+
+
+def parse_datetime(value: str, name: str = "date") -> dt.datetime:
+    """`YYYY-MM-DD` or an ISO-8601 datetime (`T` or space, optional fraction, `Z` or offset)
+    as a naive UTC datetime; the range ClickHouse's DateTime holds."""
+    v = value.strip()
+    try:
+        if _DAY.fullmatch(v):
+            t = dt.datetime.strptime(v, "%Y-%m-%d")
+        else:
+            t = dt.datetime.fromisoformat(v.replace(" ", "T", 1))
+    except ValueError:
+        raise APIError(f"Invalid {name}: {value[:40]!r} is not a date", 400) from None
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.UTC).replace(tzinfo=None)
+    if not 1970 <= t.year <= 2105:
+        raise APIError(f"Invalid {name}: out of range", 400)
+    return t
+
+
+def today() -> dt.datetime:
+    """Today 00:00 UTC (naive), the anchor of the read routes' default windows."""
+    now = dt.datetime.now(dt.UTC)
+    return dt.datetime(now.year, now.month, now.day)
