@@ -1,0 +1,4 @@
+"""Pure SQL builders of the read API: each returns `(sql, params)` for the storage layer.
+
+Kept apart from the route handlers so they can be unit-tested and shared (e.g. by bench/).
+"""
