@@ -181,6 +181,39 @@ class S3Config:
 
 
 @dataclass
+class AccountsConfig:
+    # Key of the account-id hash (blake2b of the email). Empty: generated once into
+    # data_dir/account_hashing_key. OONI's key gives OONI's account ids.
+    hashing_key: str = ""
+    # A session token lives this long and is refreshed by Explorer while in use...
+    session_expiry_days: float = 7.0
+    # ...until this long after the email login; then a new login link is needed.
+    login_expiry_days: float = 90.0
+    # Hosts a login link may lead back to (https only).
+    redirect_hosts: list[str] = field(default_factory=lambda: [
+        "explorer.ooni.org", "explorer.test.ooni.org", "run.ooni.io", "run.ooni.org",
+        "run.test.ooni.org", "run-v2.ooni.org", "test-lists.ooni.org",
+        "test-lists.test.ooni.org"])
+    # Seconds between reloads of the session_expunge table (forced re-logins).
+    expunge_refresh: float = 10.0
+
+
+@dataclass
+class SmtpConfig:
+    # The mail server that sends login links.
+    host: str = "127.0.0.1"
+    port: int = 25
+    # Implicit TLS (SMTPS, usually port 465); or STARTTLS on a plain connection.
+    ssl: bool = False
+    starttls: bool = False
+    # Empty username: no AUTH.
+    username: str = ""
+    password: str = ""
+    source_address: str = "contact@example.org"
+    timeout: float = 10.0
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
     # "json" (one object per line) or "text".
@@ -198,6 +231,8 @@ class Config:
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     s3: S3Config = field(default_factory=S3Config)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the config was read from (not a key).
     source: str = ""
@@ -208,10 +243,18 @@ class Config:
         return p if p.is_absolute() else Path(self.data_dir) / p
 
     def jwt_secret(self) -> str:
-        """The configured key, or one generated and kept under data_dir."""
-        if self.probe.jwt_secret:
-            return self.probe.jwt_secret
-        f = self.path("jwt_secret")
+        """The key of probe and account tokens: configured, or generated under data_dir."""
+        return self.secret("jwt_secret", self.probe.jwt_secret)
+
+    def account_hashing_key(self) -> str:
+        return self.secret("account_hashing_key", self.accounts.hashing_key)
+
+    def secret(self, name: str, configured: str) -> str:
+        """`configured` if set, else a random key generated once into data_dir/<name> (0600;
+        the first of two racing processes wins)."""
+        if configured:
+            return configured
+        f = self.path(name)
         try:
             return f.read_text().strip()
         except FileNotFoundError:
@@ -222,7 +265,7 @@ class Config:
             with os.fdopen(fd, "w") as fh:
                 fh.write(key)
             try:
-                os.link(tmp, f)  # first writer wins if two processes race
+                os.link(tmp, f)
             except FileExistsError:
                 pass
             os.unlink(tmp)
