@@ -58,7 +58,14 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(cfg: Config) -> web.Application:
     from oonibackend.quotas.middleware import quota_middleware
-    from oonibackend.routes import collector, pages, probe_services, quotas_summary, read_api
+    from oonibackend.routes import (
+        auth,
+        collector,
+        pages,
+        probe_services,
+        quotas_summary,
+        read_api,
+    )
 
     app = web.Application(
         client_max_size=cfg.server.max_body_size,
@@ -72,7 +79,7 @@ def make_app(cfg: Config) -> web.Application:
     app[CORS] = Cors(cfg.server.cors_origins)
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
-    for component in (pages, probe_services, collector, quotas_summary, read_api):
+    for component in (pages, probe_services, collector, quotas_summary, read_api, auth):
         component.setup(app)
     setup_aiohttp_apispec(
         app,

@@ -23,7 +23,8 @@ from oonibackend import __version__, config, logs
 _COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db",
              "oonibackend.citizenlab.cli", "workers.fingerprints_update", "workers.cli",
              "oonibackend.upload.cli", "oonibackend.asnmeta.cli", "oonibackend.geoip_download",
-             "oonibackend.backup.cli", "oonibackend.rotation.cli", "oonibackend.detector.cli")
+             "oonibackend.backup.cli", "oonibackend.rotation.cli", "oonibackend.detector.cli",
+             "oonibackend.accounts.cli")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -90,7 +90,7 @@ def decode_session(authorization: str | None, secret: str, now: int | None = Non
     if token is None:
         return None
     try:
-        opts: dict[str, Any] = {"require": ["exp", "iat"]}
+        opts: dict[str, Any] = {"require": ["exp"]}
         if now is not None:
             opts["verify_exp"] = False
         claims = jwt.decode(token, secret, algorithms=_ALGORITHMS, audience=USER_AUDIENCE,
@@ -102,7 +102,8 @@ def decode_session(authorization: str | None, secret: str, now: int | None = Non
     account, role = claims.get("account_id"), claims.get("role")
     if not isinstance(account, str) or not 0 < len(account) <= 128 or role not in ROLES:
         return None
-    login_time = claims.get("login_time", claims["iat"])
-    if not isinstance(login_time, int):
+    issued = claims.get("iat", 0)  # no iat: issued before any expunge threshold
+    login_time = claims.get("login_time", issued)
+    if not isinstance(issued, int) or not isinstance(login_time, int):
         return None
-    return Session(account, role, login_time, int(claims["iat"]), int(claims["exp"]))
+    return Session(account, role, login_time, issued, int(claims["exp"]))

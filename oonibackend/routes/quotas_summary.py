@@ -12,18 +12,11 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
-from oonibackend.appkeys import CONFIG, QUOTAS
-from oonibackend.errors import APIError
+from oonibackend.accounts.auth import require_session
+from oonibackend.appkeys import QUOTAS
 from oonibackend.quotas import middleware
-from oonibackend.quotas.keys import decode_user_token
-from oonibackend.quotas.policy import QUOTA_POLICY
 
 SUMMARY_SIZE = 20
-
-
-def _secret(app: web.Application) -> str:
-    policy = app.get(QUOTA_POLICY)
-    return policy.jwt_secret if policy is not None else app[CONFIG].jwt_secret()
 
 
 @docs(
@@ -36,11 +29,7 @@ def _secret(app: web.Application) -> str:
                403: {"description": "Role not authorized"}},
 )
 async def quotas_summary(request: web.Request) -> web.Response:
-    claims = decode_user_token(request.headers.get("Authorization"), _secret(request.app))
-    if claims is None:
-        raise APIError("Authentication required", 401)
-    if claims.get("role") != "admin":
-        raise APIError("Role not authorized", 403)
+    require_session(request, "admin")
     store = request.app.get(QUOTAS)
     rows = [] if store is None else await asyncio.to_thread(store.lowest, SUMMARY_SIZE)
     return jsonutil.response([[label, secs] for label, secs in rows], cache=0)

@@ -203,8 +203,8 @@ async def test_summary_requires_admin(servers):
     async with aiohttp.ClientSession() as s:
         status, headers, body = await get(s, a.url + "/api/_/quotas_summary")
         assert status == 401 and body == b'{"error":"Authentication required"}'
-        user = jwt.encode({"aud": "user_auth", "account_id": "u", "role": "user"}, SECRET,
-                          algorithm="HS256")
+        user = jwt.encode({"aud": "user_auth", "account_id": "u", "role": "user",
+                           "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
         status, _, _ = await get(s, a.url + "/api/_/quotas_summary",
                                  Authorization=f"Bearer {user}")
         assert status == 403

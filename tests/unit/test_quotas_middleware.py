@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from oonibackend.accounts.auth import AUTH, Auth
 from oonibackend.appkeys import CONFIG, METRICS, QUOTAS
 from oonibackend.clientip import network_key
 from oonibackend.config import Config, load
@@ -62,6 +63,7 @@ def build(cfg: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware, quota_middleware])
     app[CONFIG] = cfg
     app[METRICS] = Metrics()
+    app[AUTH] = Auth(secret=cfg.jwt_secret(), hashing_key="k")  # normally routes/auth.py's
     quotas_summary.setup(app)
     middleware.setup(app)  # idempotent: the lifecycle and hook stay registered once
     for path, h in (("/slow", slow), ("/fast", fast), ("/fails", fails), ("/health", fast),
