@@ -65,6 +65,7 @@ def make_app(cfg: Config) -> web.Application:
         probe_services,
         quotas_summary,
         read_api,
+        url_priorities,
     )
 
     app = web.Application(
@@ -79,7 +80,8 @@ def make_app(cfg: Config) -> web.Application:
     app[CORS] = Cors(cfg.server.cors_origins)
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
-    for component in (pages, probe_services, collector, quotas_summary, read_api, auth):
+    for component in (pages, probe_services, collector, quotas_summary, read_api, auth,
+                      url_priorities):
         component.setup(app)
     setup_aiohttp_apispec(
         app,

@@ -1,0 +1,120 @@
+"""URL priority rules of check-in's prioritization (admin; api_inventory.md §1.2 #32/#33).
+
+* GET  /api/_/url-priorities/list     {"rules": [{category_code, cc, domain, url, priority}]}
+* POST /api/_/url-priorities/update   {old_entry?, new_entry?} → 1
+
+Rules are stored at once (url_priorities is a CollapsingMergeTree: a change is a -1 row for
+the old rule and a +1 row for the new one) and reach check-in at the next refresh of its URL
+snapshot (`probe.test_list_refresh` seconds). Legacy served the list without authentication
+(bug #8) and answered 500 to unknown keys; here both routes are admin-only and bad input is a 400.
+Concurrent edits within this process are serialised by a lock, so a rule cannot be added twice
+or deleted twice by two admins clicking at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from oonibackend import jsonutil
+from oonibackend.accounts.auth import require_session
+from oonibackend.appkeys import DB
+from oonibackend.errors import APIError
+from oonibackend.prioritization.snapshot import RULES_SQL
+
+log = logging.getLogger("oonibackend.url_priorities")
+TAGS = ["URL priorities"]
+FIELDS = ("category_code", "cc", "domain", "url", "priority")
+_MAX_BODY = 16384
+_TEXT = {
+    "category_code": re.compile(r"\*|[A-Z]{1,16}", re.ASCII),
+    "cc": re.compile(r"\*|[A-Za-z]{2}", re.ASCII),
+    "domain": re.compile(r"\*|[A-Za-z0-9.\-_:\[\]]{1,255}", re.ASCII),
+    "url": re.compile(r"\*|https?://[^\s\\]{1,2000}", re.ASCII),
+}
+LOCK = web.AppKey("url_priorities_lock", asyncio.Lock)
+
+
+def parse_rule(value: Any, name: str) -> dict[str, Any] | None:
+    """A rule from an update body: empty or missing text fields mean `*` (any)."""
+    if value in (None, {}, ""):
+        return None
+    if not isinstance(value, dict):
+        raise APIError(f"Invalid {name}", 400, err_str="err_request_params")
+    unknown = set(value) - set(FIELDS)
+    if unknown:
+        raise APIError(f"Invalid {name}: unknown keys {', '.join(sorted(unknown))}", 400,
+                       err_str="err_request_params")
+    rule: dict[str, Any] = {}
+    for field in FIELDS[:4]:
+        v = value.get(field) or "*"
+        if not isinstance(v, str) or not _TEXT[field].fullmatch(v.strip()):
+            raise APIError(f"Invalid {field} in {name}", 400, err_str="err_request_params")
+        rule[field] = v.strip().upper() if field == "cc" and v != "*" else v.strip()
+    prio = value.get("priority")
+    if isinstance(prio, str) and re.fullmatch(r"-?[0-9]{1,6}", prio.strip()):
+        prio = int(prio)
+    if not isinstance(prio, int) or isinstance(prio, bool) or not -10**6 < prio < 10**6:
+        raise APIError(f"Invalid priority in {name}", 400, err_str="err_request_params")
+    rule["priority"] = prio
+    return rule
+
+
+async def _rules(db: Any) -> list[dict[str, Any]]:
+    rows = await db.query(RULES_SQL)
+    return [{f: r[f] for f in FIELDS} for r in rows]
+
+
+@docs(tags=TAGS, summary="List URL priority rules (admin)",
+      responses={200: {"description": '{"rules": [...]}'}, 401: {"description": "Login"},
+                 403: {"description": "Admin only"}})
+async def list_rules(request: web.Request) -> web.Response:
+    require_session(request, "admin")
+    return jsonutil.response({"rules": await _rules(request.app[DB])}, cache=0)
+
+
+@docs(tags=TAGS, summary="Add, change or delete a URL priority rule (admin)",
+      description="Body: `old_entry` (the rule to delete or replace) and/or `new_entry` (the "
+                  "rule to add), each `{category_code, cc, domain, url, priority}`; empty text "
+                  "fields mean `*`. Applied by check-in within `probe.test_list_refresh` s.",
+      responses={200: {"description": "1"}, 400: {"description": "Invalid or duplicate rule"},
+                 404: {"description": "old_entry not found"}})
+async def update_rule(request: web.Request) -> web.Response:
+    require_session(request, "admin")
+    raw = await request.content.read(_MAX_BODY + 1)
+    if len(raw) > _MAX_BODY:
+        raise APIError("Request body too large", 413)
+    try:
+        body = jsonutil.loads(raw or b"{}")
+    except jsonutil.JSONDecodeError:
+        raise APIError("Invalid JSON body", 400, err_str="err_request_params") from None
+    if not isinstance(body, dict) or set(body) - {"old_entry", "new_entry"}:
+        raise APIError("Invalid request", 400, err_str="err_request_params")
+    old = parse_rule(body.get("old_entry"), "old_entry")
+    new = parse_rule(body.get("new_entry"), "new_entry")
+    if old is None and new is None:
+        raise APIError("No proposed changes", 400, err_str="err_no_proposed_changes")
+    if old == new:
+        raise APIError("No proposed changes", 400, err_str="err_no_proposed_changes")
+    db = request.app[DB]
+    async with request.app[LOCK]:
+        current = await _rules(db)
+        if old is not None and old not in current:
+            raise APIError("Rule not found", 404, err_str="err_rule_not_found", err_args=old)
+        if new is not None and new in current:
+            raise APIError("Duplicate rule", 400, err_str="err_duplicate_rule", err_args=new)
+        rows = ([{**old, "sign": -1}] if old else []) + ([{**new, "sign": 1}] if new else [])
+        await db.insert("url_priorities", rows)
+    log.info("url priority rule changed", extra={"old": old, "new": new})
+    return jsonutil.response(1, cache=0)
+
+
+def setup(app: web.Application) -> None:
+    app[LOCK] = asyncio.Lock()
+    app.router.add_get("/api/_/url-priorities/list", list_rules)
+    app.router.add_post("/api/_/url-priorities/update", update_rule)
