@@ -61,6 +61,7 @@ def make_app(cfg: Config) -> web.Application:
     from oonibackend.routes import (
         auth,
         collector,
+        incidents,
         pages,
         probe_services,
         quotas_summary,
@@ -81,7 +82,7 @@ def make_app(cfg: Config) -> web.Application:
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
     for component in (pages, probe_services, collector, quotas_summary, read_api, auth,
-                      url_priorities):
+                      url_priorities, incidents):
         component.setup(app)
     setup_aiohttp_apispec(
         app,

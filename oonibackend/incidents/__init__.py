@@ -1,0 +1,2 @@
+"""Findings ("incidents"): validation of what editors send (model.py); routes in
+oonibackend/routes/incidents.py."""

@@ -1,0 +1,264 @@
+"""Findings ("incidents") for Explorer's findings pages (api_inventory.md §2.10, explorer §1d).
+
+* GET  /api/v1/incidents/search?country_code=&theme=&only_mine=   {"incidents": [...], "v": 1}
+* GET  /api/v1/incidents/show/{id or slug}                       {"incident": {...}, "v": 1}
+* POST /api/v1/incidents/{create|update|delete|publish|unpublish}
+
+Visibility: anonymous callers see published findings only, logged-in users also their own,
+admins everything; `email_address` is shown to admins only. Users may create and edit their own
+findings (with their own email address) but not publish; admins may do anything.
+
+Concurrent edits: writes are serialised in the process, and every write bumps `update_time`
+(the ReplacingMergeTree version) strictly, so the newest write always wins and none is half
+applied. An editor that sends back the `update_time` it read (or an `If-Match` header with it)
+gets 409 if somebody else saved in between, instead of silently overwriting their change.
+Explorer's editor strips `update_time`, so for it the last save wins, as in legacy.
+
+Legacy differences (on purpose): `themes` and `slug` are accepted and returned, search filters
+by country and theme server side, show accepts a slug, unknown findings are 404, ownership and
+role refusals are 403, and an admin's edit keeps the original creator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from oonibackend import jsonutil
+from oonibackend.accounts.auth import AUTH, current_session, require_session
+from oonibackend.accounts.ids import account_id, normalize_email
+from oonibackend.accounts.tokens import Session
+from oonibackend.appkeys import CONFIG, DB
+from oonibackend.errors import APIError
+from oonibackend.incidents import model
+from oonibackend.routes.params import Query
+
+log = logging.getLogger("oonibackend.incidents")
+TAGS = ["Findings"]
+LOCK = web.AppKey("incidents_lock", asyncio.Lock)
+_MAX_BODY = 512 * 1024
+COLUMNS = ("id, update_time, start_time, end_time, reported_by, title, event_type, published, "
+           "CCs, ASNs, domains, tags, test_names, links, short_description, email_address, "
+           "create_time, creator_account_id, themes, slug")
+ACTIONS = ("create", "update", "delete", "publish", "unpublish")
+
+
+def _visible(session: Session | None) -> tuple[str, dict[str, Any]]:
+    if session is None:
+        return "published = 1", {}
+    if session.role == "admin":
+        return "1", {}
+    return "(published = 1 OR creator_account_id = %(me)s)", {"me": session.account_id}
+
+
+def _out(row: dict[str, Any], session: Session | None) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k != "creator_account_id"}
+    out["published"] = bool(row["published"])
+    out["mine"] = session is not None and row["creator_account_id"] == session.account_id
+    out["slug"] = row["slug"] or None
+    out["CCs"] = [c.strip("\x00") for c in row["CCs"]]
+    if session is None or session.role != "admin":
+        out["email_address"] = None
+    return out
+
+
+@docs(tags=TAGS, summary="Search findings",
+      description="Filters: `country_code` and `theme` (comma lists or repeated; any match), "
+                  "`only_mine=true`. Anonymous callers see published findings only.",
+      responses={200: {"description": '{"incidents": [...], "v": 1}'}})
+async def search(request: web.Request) -> web.Response:
+    session = current_session(request)
+    q = Query(request.query)
+    where, params = _visible(session)
+    clauses = ["deleted != 1", where]
+    if q.bool("only_mine"):
+        if session is None:
+            return jsonutil.response({"incidents": [], "v": 1}, cache=0)
+        clauses.append("creator_account_id = %(me)s")
+        params["me"] = session.account_id
+    ccs = q.cc_list("country_code")
+    if ccs:
+        clauses.append("hasAny(CCs, %(ccs)s)")
+        params["ccs"] = ccs
+    themes = q.list("theme")
+    if themes:
+        clauses.append("hasAny(themes, %(themes)s)")
+        params["themes"] = themes
+    rows = await request.app[DB].query(
+        f"SELECT {COLUMNS} FROM incidents FINAL WHERE {' AND '.join(clauses)} ORDER BY title",
+        params)
+    return jsonutil.response({"incidents": [_out(r, session) for r in rows], "v": 1}, cache=0)
+
+
+async def _load(db: Any, key: str) -> dict[str, Any] | None:
+    return await db.query_one(
+        f"SELECT {COLUMNS}, text FROM incidents FINAL "
+        "WHERE deleted != 1 AND (id = %(k)s OR (slug != '' AND slug = %(k)s)) "
+        "ORDER BY id = %(k)s DESC LIMIT 1", {"k": key})
+
+
+@docs(tags=TAGS, summary="One finding, by id or slug",
+      responses={200: {"description": '{"incident": {...}, "v": 1}'},
+                 404: {"description": "Incident not found"}})
+async def show(request: web.Request) -> web.Response:
+    key = request.match_info["incident_id"]
+    if not 0 < len(key) <= 100:
+        raise APIError("Incident not found", 404)
+    session = current_session(request)
+    row = await _load(request.app[DB], key)
+    if row is None or not (row["published"] or (session is not None and (
+            session.role == "admin" or row["creator_account_id"] == session.account_id))):
+        raise APIError("Incident not found", 404)
+    return jsonutil.response({"incident": _out(row, session), "v": 1}, cache=0)
+
+
+def _new_id(collector_id: str) -> str:
+    suffix = int(collector_id) if collector_id.isdigit() else 0
+    return str(secrets.randbits(32) * 100 + suffix % 100)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _next_version(current: dt.datetime | None) -> dt.datetime:
+    now = _now()
+    return now if current is None or now > current else current + dt.timedelta(seconds=1)
+
+
+async def _unique_slug(db: Any, slug: str, incident_id: str, explicit: bool) -> str:
+    row = await db.query_one("SELECT id FROM incidents FINAL WHERE deleted != 1 AND "
+                             "slug = %(s)s AND id != %(id)s LIMIT 1",
+                             {"s": slug, "id": incident_id})
+    if row is None:
+        return slug
+    if explicit:
+        raise APIError("This slug is already used by another finding", 400,
+                       err_str="err_request_params")
+    return f"{slug}-{incident_id}"
+
+
+def _check_email(request: web.Request, session: Session, email: str) -> None:
+    """A user's finding may carry the user's own address (the one exception to storing none;
+    empty: none)."""
+    if session.role == "admin" or not email:
+        return
+    normal = normalize_email(email)
+    if normal is None or account_id(normal, request.app[AUTH].hashing_key) != \
+            session.account_id:
+        raise APIError("email_address must be your own", 400, err_str="err_request_params")
+
+
+def _row(fields: dict[str, Any], incident_id: str, creator: str, created: dt.datetime,
+         version: dt.datetime) -> dict[str, Any]:
+    row = {k: v for k, v in fields.items() if k != "id"}
+    row.update(id=incident_id, creator_account_id=creator, create_time=created,
+               update_time=version, deleted=0)
+    return row
+
+
+def _expected_version(request: web.Request, body: dict[str, Any]) -> dt.datetime | None:
+    raw = request.headers.get("If-Match") or body.get("update_time")
+    if not raw:
+        return None
+    try:
+        return model._time(str(raw).strip('"'), "update_time")
+    except APIError:
+        raise APIError("Invalid update_time / If-Match", 400) from None
+
+
+async def _read_body(request: web.Request) -> Any:
+    raw = await request.content.read(_MAX_BODY + 1)
+    if len(raw) > _MAX_BODY:
+        raise APIError("Request body too large", 413)
+    try:
+        return jsonutil.loads(raw or b"null")
+    except jsonutil.JSONDecodeError:
+        raise APIError("Invalid JSON body", 400) from None
+
+
+@docs(tags=TAGS, summary="Create, update, delete, publish or unpublish a finding",
+      description="create/update: the finding's fields; delete/publish/unpublish: `{id}`. "
+                  "Answers `{r, id}` (delete: `{}`).",
+      responses={200: {"description": "{r, id}"}, 401: {"description": "Login required"},
+                 403: {"description": "Not yours / admin only"},
+                 404: {"description": "Incident not found"},
+                 409: {"description": "Changed by somebody else since read"}})
+async def action(request: web.Request) -> web.Response:
+    name = request.match_info["action"]
+    if name not in ACTIONS:
+        raise APIError("Invalid request", 400)
+    session = require_session(request)
+    body = await _read_body(request)
+    db = request.app[DB]
+    async with request.app[LOCK]:
+        if name == "create":
+            fields = model.parse(body, update=False)
+            if fields["published"] and session.role != "admin":
+                raise APIError("Only admins can publish", 403, err_str="err_ownership")
+            _check_email(request, session, fields["email_address"])
+            incident_id = _new_id(request.app[CONFIG].server.collector_id)
+            fields["slug"] = await _unique_slug(db, fields["slug"] or
+                                                model.slugify(fields["title"]), incident_id,
+                                                explicit=bool(fields["slug"]))
+            now = _now()
+            await db.insert("incidents", [_row(fields, incident_id, session.account_id, now,
+                                               now)])
+            log.info("finding created", extra={"id": incident_id})
+            return jsonutil.response({"r": 1, "id": incident_id}, cache=0)
+
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str | int):
+            raise APIError("Invalid request: id missing", 400, err_str="err_request_params")
+        current = await _load(db, str(body["id"]))
+        if current is None or current["id"] != str(body["id"]):
+            raise APIError("Incident not found", 404)
+        if session.role != "admin" and current["creator_account_id"] != session.account_id:
+            raise APIError("This finding is not yours", 403, err_str="err_ownership")
+        expected = _expected_version(request, body)
+        if expected is not None and expected != current["update_time"]:
+            raise APIError("The finding was changed by somebody else since you read it", 409)
+        version = _next_version(current["update_time"])
+        incident_id = current["id"]
+
+        if name == "delete":
+            await db.execute("ALTER TABLE incidents DELETE WHERE id = %(id)s", {"id": incident_id},
+                             settings={"mutations_sync": 2})
+            log.info("finding deleted", extra={"id": incident_id})
+            return jsonutil.response({}, cache=0)
+        if name in ("publish", "unpublish"):
+            if session.role != "admin":
+                raise APIError("Only admins can publish", 403, err_str="err_ownership")
+            row = {k: v for k, v in current.items()}
+            row.update(published=int(name == "publish"), update_time=version, deleted=0)
+            await db.insert("incidents", [row])
+            return jsonutil.response({"r": 1, "id": incident_id}, cache=0)
+
+        fields = model.parse(body, update=True)
+        if fields["published"] and not current["published"] and session.role != "admin":
+            raise APIError("Only admins can publish", 403, err_str="err_ownership")
+        if session.role != "admin":
+            fields["published"] = current["published"]
+        if not fields["email_address"]:  # show hides it from non-admins: keep the stored one
+            fields["email_address"] = current["email_address"]
+        else:
+            _check_email(request, session, fields["email_address"])
+        slug = fields["slug"] or current["slug"] or model.slugify(fields["title"])
+        fields["slug"] = await _unique_slug(db, slug, incident_id,
+                                            explicit=bool(fields["slug"]))
+        await db.insert("incidents", [_row(fields, incident_id, current["creator_account_id"],
+                                           current["create_time"], version)])
+        log.info("finding updated", extra={"id": incident_id})
+        return jsonutil.response({"r": 1, "id": incident_id}, cache=0)
+
+
+def setup(app: web.Application) -> None:
+    app[LOCK] = asyncio.Lock()
+    app.router.add_get("/api/v1/incidents/search", search)
+    app.router.add_get("/api/v1/incidents/show/{incident_id}", show)
+    app.router.add_post("/api/v1/incidents/{action}", action)
