@@ -62,6 +62,7 @@ def make_app(cfg: Config) -> web.Application:
         auth,
         collector,
         incidents,
+        oonirun,
         pages,
         probe_services,
         quotas_summary,
@@ -82,7 +83,7 @@ def make_app(cfg: Config) -> web.Application:
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
     for component in (pages, probe_services, collector, quotas_summary, read_api, auth,
-                      url_priorities, incidents):
+                      url_priorities, incidents, oonirun):
         component.setup(app)
     setup_aiohttp_apispec(
         app,

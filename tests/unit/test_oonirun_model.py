@@ -1,0 +1,57 @@
+"""OONI Run descriptors: what makes a new revision, and flags every probe version understands."""
+
+import datetime as dt
+
+import pytest
+
+from oonibackend.errors import APIError
+from oonibackend.oonirun import model
+
+BASE = {"name": "n", "author": "a", "icon": "i",
+        "nettests": [{"test_name": "web_connectivity", "inputs": ["https://a.org/"]}]}
+
+
+def test_texts_update_in_place_nettests_author_icon_make_a_new_revision():
+    d = model.descriptor(BASE)
+    assert not model.is_new_version(d, model.descriptor({**BASE, "name": "other",
+                                                         "name_intl": {"it": "altro"}}))
+    for change in ({"author": "b"}, {"icon": "j"},
+                   {"nettests": [{"test_name": "signal"}]}):
+        assert model.is_new_version(d, model.descriptor({**BASE, **change}))
+
+
+@pytest.mark.parametrize("given,expected", [
+    ({}, (False, False)),
+    ({"is_manual_run_enabled": True}, (False, True)),
+    ({"is_background_run_enabled_default": True}, (True, False)),
+    ({"is_manual_run_enabled": True, "is_manual_run_enabled_default": False}, (False, False)),
+])
+def test_both_flag_spellings_are_emitted(given, expected):
+    d = model.descriptor({**BASE, "nettests": [{"test_name": "x", **given}]})
+    t = model.engine_nettests(d)[0]
+    assert (t["is_background_run_enabled"], t["is_manual_run_enabled"]) == expected
+    assert (t["is_background_run_enabled_default"], t["is_manual_run_enabled_default"]) == \
+        expected
+
+
+def test_rows_written_by_another_backend_get_both_flags_too():
+    t = model.engine_nettests({"nettests": [{"test_name": "x", "is_manual_run_enabled": True}]})
+    assert t[0]["is_manual_run_enabled_default"] is True and t[0]["inputs"] == []
+
+
+def test_expiry_is_explicit_only():
+    now = dt.datetime(2026, 1, 1)
+    assert not model.is_expired(model.descriptor(BASE), False, now)
+    d = model.descriptor({**BASE, "expiration_date": "2025-12-31"})
+    assert d["expiration_date"] == "2025-12-31T00:00:00Z" and model.is_expired(d, False, now)
+    assert model.is_expired(model.descriptor(BASE), True, now)
+
+
+@pytest.mark.parametrize("bad", [
+    {**BASE, "name": " "}, {**BASE, "name_intl": {"it": ""}}, {**BASE, "name_intl": {"../": "x"}},
+    {**BASE, "nettests": [{"test_name": "x", "options": []}]},
+    {**BASE, "nettests": [{"test_name": "x"}] * 101},
+])
+def test_invalid_descriptors(bad):
+    with pytest.raises(APIError):
+        model.descriptor(bad)
