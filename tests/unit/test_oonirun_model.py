@@ -49,7 +49,7 @@ def test_expiry_is_explicit_only():
 
 @pytest.mark.parametrize("bad", [
     {**BASE, "name": " "}, {**BASE, "name_intl": {"it": ""}}, {**BASE, "name_intl": {"../": "x"}},
-    {**BASE, "nettests": [{"test_name": "x", "options": []}]},
+    {**BASE, "nettests": [{"test_name": "x", "options": "x"}]},
     {**BASE, "nettests": [{"test_name": "x"}] * 101},
 ])
 def test_invalid_descriptors(bad):
