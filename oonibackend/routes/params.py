@@ -14,6 +14,7 @@ All values returned are safe to pass as `%(name)s` parameters of the storage lay
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 
@@ -161,6 +162,25 @@ class Query:
             raise APIError("Invalid report_id field", 400)
         return v
 
+    def domain(self, name: str = "domain") -> str | None:
+        """One domain (see `parse_host`), lower-cased."""
+        v = self.str(name)
+        return None if v is None else parse_host(v, name)
+
+    def domain_list(self, name: str = "domain") -> list[str]:
+        """Comma-joined host names, IP addresses or [IPv6] addresses, each with an optional
+        port (legacy's aggregation check, see `parse_host`), lower-cased."""
+        return [parse_host(v, name) for v in self.list(name)]
+
+    def int_list(self, name: str) -> list[int]:
+        """Comma-joined non-negative integers (e.g. ooni_run_link_id)."""
+        out = []
+        for v in self.list(name):
+            if not v.isascii() or not v.isdigit() or len(v) > 20 or int(v) >= 2**64:
+                raise APIError(f"Invalid {name}: {v[:20]!r} is not an integer", 400)
+            out.append(int(v))
+        return out
+
     def input(self, name: str = "input") -> str | None:
         """A measurement input (URL, host:port, ...); raw, but only whitelisted characters."""
         v = self.str(name)
@@ -176,6 +196,50 @@ def parse_asn(value: str, name: str = "probe_asn") -> int:
     if m is None or int(m.group(1)) >= 2**32:
         raise APIError(f"Invalid {name}: {value[:20]!r}", 400)
     return int(m.group(1))
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", re.ASCII)
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+
+
+def parse_host(value: str, name: str = "domain") -> str:
+    """`host`, `host:port`, `a.b.c.d[:port]` or `[v6][:port]`, lower-cased. A host name must
+    be IDNA-encodable, with labels of at most 63 letters, digits, `-` or `_`, and a top-level
+    label ending in a letter (so `1.2.3` is neither a name nor an address)."""
+    v = value.strip()
+    host, port = v, None
+    if v.startswith("["):
+        host, sep, rest = v[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise APIError(f"Invalid {name}: {value[:40]!r}", 400)
+        port = rest[1:] if rest else None
+        ok = _is_ip(host, 6)
+    else:
+        if v.count(":") == 1:
+            host, port = v.split(":")
+        ok = _is_ip(host, 4) or _is_ip(host, 6) or _is_hostname(host)
+    if not ok or (port is not None and not (_PORT.fullmatch(port) and 0 < int(port) < 65536)):
+        raise APIError(f"Invalid {name}: {value[:40]!r}", 400)
+    return v.lower()
+
+
+def _is_ip(host: str, version: int) -> bool:
+    try:
+        cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+        cls(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_hostname(host: str) -> bool:
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.split(".")
+    return (len(ascii_host) <= 253 and all(_LABEL.fullmatch(x) for x in labels)
+            and labels[-1][-1:].isalpha())
 
 
 def parse_datetime(value: str, name: str = "date") -> dt.datetime:

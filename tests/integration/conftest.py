@@ -3,6 +3,8 @@ collector routes) pointed at a fake fastpath, plus small HTTP helpers."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -100,9 +102,14 @@ def read_backend(tmp_path_factory: pytest.TempPathFactory, geoip_files) -> Itera
         "quotas": {"enabled": False},
         "server": {"base_url": "https://api.example.org/"},
     })
+    # Rows go in before the API starts (chdb opened directly, under the owner lock), so no
+    # background statistics pass can ever see a half-loaded table.
+    subprocess.run([sys.executable, "-m", "oonibackend", "db", "migrate", "--config",
+                    str(b.config), "--data-dir", str(b.data_dir)],
+                   check=True, capture_output=True, timeout=300)
+    load_fixture_rows(b.config, b.data_dir)
     b.start()
     try:
-        load_fixture_rows(b.config, b.data_dir)
         yield b
     finally:
         b.stop()
