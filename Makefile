@@ -12,21 +12,26 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-.PHONY: install run test lint clickhouse-server bench
+.PHONY: install run test lint test-servers bench
 install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/oonibackend run $(ARGS)
 
-# Debian's clickhouse-server (18.16) is started by the tests for native-protocol checks.
-clickhouse-server:
-	@if ! command -v clickhouse-server >/dev/null && ! test -x /usr/bin/clickhouse; then \
+# Real servers the tests start: Debian's clickhouse-server (18.16) for native-protocol checks,
+# nginx for the example cache in front of the API, git for the test-list editing workflow.
+test-servers:
+	@missing=""; \
+	command -v clickhouse-server >/dev/null || test -x /usr/bin/clickhouse || missing="$$missing clickhouse-server"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
+	command -v git >/dev/null || missing="$$missing git"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null; \
-	  else echo "clickhouse-server not installed (needs root): native-driver tests will be skipped"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "not installed (needs root):$$missing; the tests that need them will be skipped"; fi; \
 	fi
 
-test: $(STAMP) clickhouse-server
+test: $(STAMP) test-servers
 	$(VENV)/bin/ruff check oonibackend workers tests bench
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
