@@ -142,6 +142,20 @@ class GeoIPConfig:
     # MaxMind-format country and ASN files (db-ip lite or GeoLite2). Missing: ZZ / AS0.
     cc_db: str = "geoip/cc.mmdb"
     asn_db: str = "geoip/asn.mmdb"
+    # `download-geoip` source: http(s) or file:// URL template, or a directory, with {kind}
+    # (country / asn) and {month} (YYYY-MM) placeholders.
+    download_url: str = "https://download.db-ip.com/free/dbip-{kind}-lite-{month}.mmdb.gz"
+    # Seconds between checks of the files by the API (reopened when replaced; 0: never).
+    reload_interval: float = 60.0
+
+
+@dataclass
+class AsnmetaConfig:
+    # `update-asnmeta` source: OONI's AS-to-organisation history (URL or file, may be .gz).
+    source: str = ("https://github.com/ooni/historical-geoip/releases/download/latest/"
+                   "as-org-map.json")
+    # Largest accepted document, in bytes (downloaded and uncompressed).
+    max_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass
@@ -214,6 +228,53 @@ class SmtpConfig:
 
 
 @dataclass
+class BackupConfig:
+    # `oonibackend backup`: tables copied to the object store, zstd-compressed TSV chunks.
+    tables: list[str] = field(default_factory=lambda: [
+        "fastpath", "jsonl", "citizenlab", "url_priorities", "fingerprints_dns",
+        "fingerprints_http", "asnmeta", "incidents", "oonirun", "accounts", "session_expunge",
+        "msmt_feedback", "obs_openvpn", "test_helper_instances"])
+    # Tables cut per month on a time column (table = column), then into chunks of at most
+    # chunk_rows rows (on hour, then second, boundaries); the others are one chunk each.
+    monthly: dict[str, str] = field(default_factory=lambda: {
+        "fastpath": "measurement_start_time", "obs_openvpn": "measurement_start_time"})
+    chunk_rows: int = 500_000
+    # Keys: <prefix>/<run id>/<table>/<chunk>.tsv.zst, plus <table>/manifest.json per table.
+    prefix: str = "backup"
+    # Complete backup runs kept in the object store (0: all; older ones are deleted).
+    keep_runs: int = 0
+    # `oonibackend export`: public CSV exports under <export_prefix>/.
+    public_tables: list[str] = field(default_factory=lambda: ["fastpath", "citizenlab",
+                                                              "asnmeta"])
+    export_prefix: str = "exports"
+    # The live workload keeps priority: every read runs with these ClickHouse settings,
+    # the job sleeps `pause` seconds between chunks and reads at most max_bytes_per_second
+    # (uncompressed, 0: unlimited).
+    priority: int = 10
+    max_threads: int = 1
+    max_execution_time: int = 3600
+    pause: float = 1.0
+    max_bytes_per_second: int = 50_000_000
+    compression_level: int = 3
+    # Resume state and lock of the backup job (under data_dir).
+    dir: str = "backup"
+    # The database's HTTP interface for these jobs when database.driver is "native" (whose
+    # protocol cannot carry raw formatted data), e.g. http://db:8123.
+    http_url: str = ""
+
+
+@dataclass
+class AggregationConfig:
+    # Per-query cost cap of /api/v1/aggregation (ClickHouse settings max_execution_time and
+    # max_rows_to_read): a query past either is stopped and answered 504.
+    max_execution_time: int = 20
+    max_rows_to_read: int = 1_000_000_000
+    # Seconds an answer is reused by the API process, and the Cache-Control max-age sent
+    # for Nginx and browsers (0: neither).
+    cache_seconds: int = 300
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
     # "json" (one object per line) or "text".
@@ -229,10 +290,13 @@ class Config:
     fastpath: FastpathConfig = field(default_factory=FastpathConfig)
     quotas: QuotasConfig = field(default_factory=QuotasConfig)
     geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
+    asnmeta: AsnmetaConfig = field(default_factory=AsnmetaConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     s3: S3Config = field(default_factory=S3Config)
+    backup: BackupConfig = field(default_factory=BackupConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the config was read from (not a key).
     source: str = ""
@@ -281,7 +345,7 @@ class Config:
 def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
-        if key not in fields or key == "source":
+        if key not in fields or (key == "source" and isinstance(obj, Config)):
             raise ConfigError(f"unknown config key {where}{key}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):

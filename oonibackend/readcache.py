@@ -1,8 +1,9 @@
 """A per-process cache of expensive read answers (Explorer's full-table statistics).
 
 Each key is computed at most once per TTL, with a single flight: a burst of page loads that
-all miss the cache waits for one query instead of sending one each. Bounded in entries; the
-oldest entry goes first. Failures are not cached.
+all miss the cache waits for one query instead of sending one each. Bounded in entries and in
+bytes (bytes and str values weigh their length, other values a nominal 1 KiB); the oldest
+entry goes first. Failures are not cached.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 DEFAULT_ENTRIES = 2048
+DEFAULT_BYTES = 256 * 1024 * 1024
+NOMINAL_WEIGHT = 1024
+
+
+def weigh(value: Any) -> int:
+    return len(value) if isinstance(value, bytes | bytearray | str) else NOMINAL_WEIGHT
 
 
 class ReadCache:
-    def __init__(self, max_entries: int = DEFAULT_ENTRIES) -> None:
+    def __init__(self, max_entries: int = DEFAULT_ENTRIES,
+                 max_bytes: int = DEFAULT_BYTES) -> None:
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._items: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
 
@@ -41,11 +51,16 @@ class ReadCache:
         finally:
             self._flights.pop(key, None)
         fut.set_result(value)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= weigh(old[1])
         self._items[key] = (time.monotonic() + ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
+        self._bytes += weigh(value)
+        while self._items and (len(self._items) > self._max or self._bytes > self._max_bytes):
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._bytes -= weigh(dropped)
         return value
 
     def clear(self) -> None:
         self._items.clear()
+        self._bytes = 0

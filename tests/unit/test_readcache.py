@@ -71,3 +71,15 @@ def test_clear(ttl):
         return await cache.get("k", ttl, lambda: asyncio.sleep(0, result=2))
 
     assert asyncio.run(go()) == 2
+
+
+def test_entries_are_bounded_in_bytes():
+    async def go():
+        cache = ReadCache(max_bytes=10)
+        await cache.get("a", 60, lambda: asyncio.sleep(0, result=b"123456"))
+        await cache.get("b", 60, lambda: asyncio.sleep(0, result=b"123456"))  # evicts a
+        a = await cache.get("a", 60, lambda: asyncio.sleep(0, result=b"new"))
+        b = await cache.get("b", 60, lambda: asyncio.sleep(0, result=b"other"))
+        return a, b
+
+    assert asyncio.run(go()) == (b"new", b"123456")
