@@ -153,7 +153,7 @@ class GeoIPConfig:
 class AsnmetaConfig:
     # `update-asnmeta` source: OONI's AS-to-organisation history (URL or file, may be .gz).
     source: str = ("https://github.com/ooni/historical-geoip/releases/download/latest/"
-                   "as-org-map.json")
+                   "all_as_org_map.json")
     # Largest accepted document, in bytes (downloaded and uncompressed).
     max_bytes: int = 512 * 1024 * 1024
 

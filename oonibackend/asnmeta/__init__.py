@@ -1,0 +1,1 @@
+"""OONI's AS-to-organisation history, imported into the asnmeta table (`update-asnmeta`)."""

@@ -1,0 +1,150 @@
+"""`oonibackend update-asnmeta [--source URL_OR_FILE] [--dry-run] [--force]`.
+
+Exit status: 0 imported (or, with --dry-run, valid), 1 refused or failed (unreadable source,
+invalid or truncated JSON, too many invalid entries, sanity check, database error; the live
+asnmeta table is unchanged in every case), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from oonibackend import jobmetrics
+from oonibackend.asnmeta.importer import BATCH_SIZE, ImportStats, import_asnmeta
+from oonibackend.asnmeta.parse import MAX_INVALID_FRACTION, FormatError
+from oonibackend.asnmeta.source import DEFAULT_TIMEOUT, SourceError, display, iter_source
+from oonibackend.storage import DatabaseError
+from oonibackend.storage.swap import ImportRefused
+
+if TYPE_CHECKING:
+    from oonibackend.config import Config
+
+PROG = "oonibackend update-asnmeta"
+JOB = "asnmeta"
+log = logging.getLogger("oonibackend.asnmeta")
+
+DESCRIPTION = """\
+Import OONI's AS-to-organisation history (ooni/historical-geoip) into the asnmeta table,
+atomically: rows are loaded into asnmeta_tmp, checked, then swapped in with EXCHANGE TABLES.
+
+The source (an http(s) URL, a file:// URL or a path; gzip accepted) is one JSON object
+mapping an AS number (a string of digits, 0 < ASN < 2**32) to its history, a list of
+entries, each either
+
+  [org_name, cc, changed, aut_name, source]   or   [org_name, cc, aut_name, changed, source]
+
+(the order is told by which field is a date) or an object with those keys. `changed` is
+YYYY-MM-DD or YYYYMMDD (empty or null: unknown, stored as 1970-01-01); cc is two uppercase
+letters or empty; names are at most 512 characters. Invalid entries are skipped, but a
+document that is not valid JSON, is truncated, or has more than --max-invalid of its
+entries invalid is refused, as is one that would shrink the table below half its rows
+(unless --force).
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "update-asnmeta", help="import the AS-to-organisation history into the database",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", metavar="URL_OR_FILE",
+                   help="http(s) URL, file:// URL or path (default: [asnmeta] source)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="download and validate only; change nothing")
+    p.add_argument("--force", action="store_true",
+                   help="import even if the table would shrink below half of its rows")
+    p.add_argument("--max-invalid", type=float, default=MAX_INVALID_FRACTION,
+                   metavar="FRACTION",
+                   help="refuse the document when more than this fraction of its entries "
+                        "are invalid (default %(default)g)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, metavar="ROWS",
+                   help="rows per insert (default %(default)d)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="download time limit (default %(default)g)")
+    p.add_argument("--metrics-file", metavar="FILE",
+                   help="Prometheus text file written at the end "
+                        "(default <data_dir>/metrics/asnmeta.prom)")
+    p.set_defaults(func=run)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+async def _import(args: argparse.Namespace, cfg: Config, source: str) -> ImportStats:
+    from contextlib import aclosing
+
+    from oonibackend.cli_db import open_database
+    from oonibackend.storage.migrate import migrate
+
+    async with aclosing(iter_source(source, max_bytes=cfg.asnmeta.max_bytes,
+                                    timeout=args.timeout)) as chunks:
+        # The first bytes before the database: an unreachable source fails without
+        # taking the owner lock.
+        first = await anext(chunks, b"")
+
+        async def document() -> AsyncIterator[bytes]:
+            yield first
+            async for data in chunks:
+                yield data
+
+        async with open_database(cfg) as db, aclosing(document()) as doc:
+            if not args.dry_run:
+                await migrate(db)  # a fresh data directory has no tables yet
+            return await import_asnmeta(db, doc, force=args.force,
+                                        dry_run=args.dry_run, progress=_say,
+                                        batch_size=args.batch_size,
+                                        max_invalid=args.max_invalid)
+
+
+async def run(args: argparse.Namespace, cfg: Config) -> int:
+    if args.batch_size < 1 or not 0 <= args.max_invalid <= 1 or args.timeout <= 0:
+        print(f"{PROG}: --batch-size must be positive, --max-invalid within 0..1 and "
+              f"--timeout positive", file=sys.stderr)
+        return 2
+    source = args.source or cfg.asnmeta.source
+    if not source:
+        print(f"{PROG}: no source (--source or [asnmeta] source)", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    stats: ImportStats | None = None
+    _say(f"reading AS organisations from {display(source)}")
+    try:
+        stats = await _import(args, cfg, source)
+    except (SourceError, FormatError, ImportRefused) as e:
+        print(f"{PROG}: {e}; nothing changed", file=sys.stderr)
+    except DatabaseError as e:
+        print(f"{PROG}: database error, nothing changed: {e}", file=sys.stderr)
+    seconds = time.monotonic() - t0
+    if not args.dry_run:
+        _write_metrics(args, cfg, stats, seconds)
+    if stats is None:
+        return 1
+    _say(stats.summary())
+    log.info("asnmeta import done", extra={"rows": stats.rows, "asns": stats.parsed.asns,
+                                           "invalid": stats.parsed.invalid,
+                                           "dry_run": args.dry_run,
+                                           "seconds": round(seconds, 3)})
+    return 0
+
+
+def _write_metrics(args: argparse.Namespace, cfg: Config, stats: ImportStats | None,
+                   seconds: float) -> None:
+    from pathlib import Path
+
+    path = Path(args.metrics_file) if args.metrics_file else jobmetrics.default_path(cfg, JOB)
+    values: dict[str, tuple[str, float]] = {
+        "rows": ("Rows in asnmeta after the latest run (0 when it failed)",
+                 stats.rows if stats else 0),
+        "invalid_entries": ("Entries of the source skipped as invalid",
+                            stats.parsed.invalid if stats else 0),
+    }
+    try:
+        jobmetrics.write(path, JOB, stats is not None, seconds, values)
+    except OSError as e:
+        log.warning("cannot write the metrics file", extra={"path": str(path),
+                                                            "error": str(e)})
