@@ -20,7 +20,7 @@ Drivers:
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -68,6 +68,22 @@ class Database(abc.ABC):
     async def insert(self, table: str, rows: Sequence[Mapping[str, Any]],
                      columns: Sequence[str] | None = None, settings: Settings = None) -> None:
         """Insert rows (dicts) in one batch. Columns default to the first row's keys."""
+
+    def stream(self, sql: str, params: Params = None,
+               fmt: str = "TabSeparatedWithNamesAndTypes", settings: Settings = None
+               ) -> AsyncIterator[bytes]:
+        """The raw output of a SELECT in ClickHouse format `fmt`, piece by piece: for backups
+        and exports, which must neither parse rows nor hold a result whole in memory. A query
+        failing midway raises from the iteration (what was yielded is then incomplete)."""
+        raise DatabaseError(f"{type(self).__name__} cannot stream raw query output")
+
+    async def insert_raw(self, table: str, fmt: str, chunks: AsyncIterable[bytes],
+                         columns: Sequence[str] | None = None, settings: Settings = None
+                         ) -> None:
+        """Insert data already in ClickHouse format `fmt` (e.g. what `stream` produced), fed
+        piece by piece; no data at all inserts nothing. An error of `chunks` itself is raised
+        as is, but what was sent before may have been inserted: insert into a scratch table."""
+        raise DatabaseError(f"{type(self).__name__} cannot insert raw formatted data")
 
     async def ping(self) -> bool:
         try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 
@@ -44,6 +45,7 @@ class HTTPDatabase(Database):
         d = cfg.database
         self.url = cfg.db_url().rstrip("/") + "/"
         self.database = d.database
+        self.embedded = d.driver == "embedded"
         self.max_execution_time = d.max_execution_time
         self.pool_size = d.pool_size
         self.timeout = aiohttp.ClientTimeout(total=None, connect=d.connect_timeout,
@@ -87,14 +89,7 @@ class HTTPDatabase(Database):
             raise DatabaseUnavailable(f"ClickHouse at {self.url} unreachable: {e!r}") from e
         if status == 200:
             return data
-        text = data.decode("utf-8", "replace")
-        ncode = int(code) if code and code.isdigit() else types.error_code(text)
-        if ncode is None:
-            if status >= 500:
-                raise DatabaseUnavailable(
-                    f"ClickHouse at {self.url} answered HTTP {status}: {text.strip()[:200]}")
-            raise DatabaseError(f"HTTP {status}: {text.strip()[:200]}")
-        raise types.classify(text, ncode)
+        self._raise(status, data, code)
 
     async def query_with_stats(self, statement: str, params: Params = None,
                                settings: Settings = None) -> tuple[list[Row], dict[str, Any]]:
@@ -135,7 +130,103 @@ class HTTPDatabase(Database):
                       f"({', '.join(sql.ident(c) for c in cols)}) FORMAT JSONEachRow")
         await self._post(p, types.json_each_row(rows, cols))
 
+    async def stream(self, statement: str, params: Params = None,
+                     fmt: str = "TabSeparatedWithNamesAndTypes", settings: Settings = None
+                     ) -> AsyncIterator[bytes]:
+        """The response body as it arrives (the embedded owner sends it whole, a real server
+        streams it). An error after the first bytes arrives in the body: the tail is checked."""
+        from oonibackend.storage.chdb_local import format_name
+
+        p = self._params(settings, True)
+        p["default_format"] = format_name(fmt)
+        body = sql.render(statement, params).encode()
+        tail = b""
+        try:
+            async with self._client().post(self.url, params=p, data=body) as r:
+                if r.status != 200:
+                    self._raise(r.status, await r.read(),
+                                r.headers.get("X-ClickHouse-Exception-Code"))
+                async for piece in r.content.iter_chunked(STREAM_PIECE):
+                    yield piece
+                    tail = (tail + piece)[-TAIL:]
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise DatabaseUnavailable(f"ClickHouse at {self.url}: stream broken: {e!r}") from e
+        if error := stream_error(tail):
+            raise types.classify(error)
+
+    async def insert_raw(self, table: str, fmt: str, chunks: AsyncIterable[bytes],
+                         columns: Sequence[str] | None = None, settings: Settings = None
+                         ) -> None:
+        """POSTed with chunked transfer encoding as `chunks` come. Settings go as URL
+        parameters, and also inline for the embedded owner, which ignores URL settings on
+        inserts (inline INSERT ... SETTINGS needs ClickHouse 20+)."""
+        from oonibackend.storage.chdb_local import format_name, insert_prefix
+
+        p = self._params(settings, False)
+        p.pop("default_format", None)
+        inline = settings if self.embedded else None
+        p["query"] = f"{insert_prefix(table, columns, inline)} FORMAT {format_name(fmt)}"
+        rest = aiter(chunks)
+        first = b""
+        async for data in rest:
+            if data:
+                first = data
+                break
+        if not first:
+            return  # no data at all: nothing to insert
+        failure: list[BaseException] = []  # the source's own error, whatever aiohttp makes of it
+        try:
+            async with self._client().post(self.url, params=p,
+                                           data=_body(first, rest, failure)) as r:
+                data = await r.read()
+                if not failure and r.status != 200:
+                    self._raise(r.status, data, r.headers.get("X-ClickHouse-Exception-Code"))
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            if failure:
+                raise failure[0] from None
+            raise DatabaseUnavailable(f"ClickHouse at {self.url} unreachable: {e!r}") from e
+        if failure:
+            raise failure[0]
+
+    def _raise(self, status: int, data: bytes, code: str | None) -> NoReturn:
+        """The DatabaseError of a non-200 answer (same mapping as `_post`)."""
+        text = data.decode("utf-8", "replace")
+        ncode = int(code) if code and code.isdigit() else types.error_code(text)
+        if ncode is None:
+            if status >= 500:
+                raise DatabaseUnavailable(
+                    f"ClickHouse at {self.url} answered HTTP {status}: {text.strip()[:200]}")
+            raise DatabaseError(f"HTTP {status}: {text.strip()[:200]}")
+        raise types.classify(text, ncode)
+
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+STREAM_PIECE = 1 << 20
+TAIL = 4096
+_STREAM_ERROR = re.compile(
+    rb"(?:^|\n)(?:(Code: \d+[.,] [^\n]*DB::Exception.*)$|__exception__\r?\n)", re.S)
+
+
+def stream_error(tail: bytes) -> str | None:
+    """The exception a server appended to a streamed body after sending its first bytes
+    (`Code: N. DB::Exception: ...` on its own line, or the newer `__exception__` block)."""
+    m = _STREAM_ERROR.search(tail)
+    if m is None:
+        return None
+    return (m.group(1) or tail[m.start():]).decode("utf-8", "replace").strip()
+
+
+async def _body(first: bytes, rest: AsyncIterator[bytes], failure: list[BaseException]
+                ) -> AsyncIterator[bytes]:
+    yield first
+    try:
+        async for data in rest:
+            if data:
+                yield data
+    except Exception as e:
+        failure.append(e)
+        raise

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -154,6 +154,23 @@ class NativeDatabase(Database):
                      f"({', '.join(sql.ident(c) for c in cols)}) VALUES")
         data = [tuple(_insert_value(r.get(c)) for c in cols) for r in rows]
         await self._run(statement, data, dict(settings or {}))
+
+    def stream(self, statement: str, params: Params = None,
+               fmt: str = "TabSeparatedWithNamesAndTypes", settings: Settings = None
+               ) -> AsyncIterator[bytes]:
+        """Not available: asynch decodes the native protocol's blocks into Python values and
+        has no way to hand over a server-formatted result (backups want the http driver)."""
+        raise DatabaseError("raw streaming (backup/export) is not supported by the native "
+                            "driver; point these jobs at the server's HTTP interface "
+                            "(database.driver = \"http\")")
+
+    async def insert_raw(self, table: str, fmt: str, chunks: AsyncIterable[bytes],
+                         columns: Sequence[str] | None = None, settings: Settings = None
+                         ) -> None:
+        """Not available: the native protocol sends INSERT data as typed blocks only."""
+        raise DatabaseError("raw inserts (restore) are not supported by the native driver; "
+                            "point restore at the server's HTTP interface "
+                            "(database.driver = \"http\")")
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -15,9 +15,11 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oonibackend.fileutil import fsync_dir
 from workers.sources.store import S3Store
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ log = logging.getLogger("oonibackend.upload")
 
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part but the last
+READ_PIECE = 1024 * 1024
 ATTEMPTS = 4
 _PERMANENT = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
               "AllAccessDisabled", "InvalidBucketName", "403", "404", "AuthorizationHeaderMalformed"}
@@ -58,6 +62,28 @@ class Writer(abc.ABC):
     @abc.abstractmethod
     async def get_range(self, key: str, start: int, length: int) -> bytes:
         """`length` bytes of an object from `start` (one ranged GET on S3)."""
+
+    @abc.abstractmethod
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes],
+                         part_size: int = PART_SIZE) -> int:
+        """Store the bytes of `chunks` as `key` without a temporary file; returns the size.
+        The object appears whole or not at all: a failing source leaves nothing behind."""
+
+    @abc.abstractmethod
+    def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        """The bytes of an object, piece by piece (UploadError if it is missing)."""
+
+    @abc.abstractmethod
+    async def exists(self, key: str) -> bool:
+        """Whether an object `key` exists."""
+
+    @abc.abstractmethod
+    async def list(self, prefix: str) -> list[str]:
+        """Keys of the objects under `prefix`, sorted."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove an object (no error if it is missing)."""
 
     async def close(self) -> None:  # noqa: B027
         pass
@@ -115,6 +141,77 @@ class LocalWriter(Writer):
 
     async def get_range(self, key: str, start: int, length: int) -> bytes:
         return await asyncio.to_thread(self._range, key, start, length)
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes],
+                         part_size: int = PART_SIZE) -> int:
+        target = self._target(key)
+        # A fixed name: a re-run after a crash truncates what the killed run left.
+        tmp = target.with_name(f".{target.name}.stream.tmp")
+        try:
+            await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+            f = await asyncio.to_thread(open, tmp, "wb")
+            size = 0
+            try:
+                async for data in chunks:
+                    if data:
+                        await asyncio.to_thread(f.write, data)
+                        size += len(data)
+                await asyncio.to_thread(_sync_close, f)
+            except BaseException:
+                f.close()
+                tmp.unlink(missing_ok=True)
+                raise
+            await asyncio.to_thread(_replace, tmp, target)
+        except OSError as e:
+            raise UploadError(f"cannot write {key} to {self.root}: {e}") from e
+        return size
+
+    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        path = self._target(key)
+        try:
+            f = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError as e:
+            raise UploadError(f"no object {key} in {self.root}") from e
+        except OSError as e:
+            raise UploadError(f"cannot read {key} from {self.root}: {e}") from e
+        try:
+            while data := await asyncio.to_thread(f.read, READ_PIECE):
+                yield data
+        finally:
+            f.close()
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(self._target(key).is_file)
+
+    def _list(self, prefix: str) -> list[str]:
+        out = []
+        # Walk only below the prefix's directory, not the whole store.
+        base = self.root.joinpath(*[p for p in prefix.split("/")[:-1] if p not in ("", ".", "..")])
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith("."):
+                    continue  # a write in progress
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    out.append(key)
+        return sorted(out)
+
+    async def list(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self._list, prefix)
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._target(key).unlink, missing_ok=True)
+
+
+def _sync_close(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
 
 
 def _code(e: BaseException) -> str:
@@ -237,6 +334,103 @@ class S3Writer(Writer):
                                     Range=f"bytes={start}-{start + length - 1}")
         async with r["Body"] as body:
             return await body.read()
+
+    async def put_stream(self, key: str, chunks: AsyncIterable[bytes],
+                         part_size: int = PART_SIZE) -> int:
+        """One PUT when everything fits in one part, else a multipart upload whose parts are
+        all `part_size` (at least S3's 5 MiB) but the last; aborted on any failure."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        part_size = max(part_size, MIN_PART_SIZE)
+        buf = bytearray()
+        parts: list[dict[str, Any]] = []
+        upload_id: str | None = None
+        size = 0
+        try:
+            client = await self._client()
+            async for data in chunks:
+                buf += data
+                size += len(data)
+                while len(buf) >= part_size:
+                    if upload_id is None:
+                        mpu = await client.create_multipart_upload(Bucket=self.bucket, Key=key)
+                        upload_id = mpu["UploadId"]
+                    body = bytes(buf[:part_size])
+                    del buf[:part_size]
+                    r = await client.upload_part(Bucket=self.bucket, Key=key, Body=body,
+                                                 PartNumber=len(parts) + 1, UploadId=upload_id)
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": r["ETag"]})
+            if upload_id is None:
+                await client.put_object(Bucket=self.bucket, Key=key, Body=bytes(buf))
+            else:
+                if buf:
+                    r = await client.upload_part(Bucket=self.bucket, Key=key, Body=bytes(buf),
+                                                 PartNumber=len(parts) + 1, UploadId=upload_id)
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": r["ETag"]})
+                await client.complete_multipart_upload(Bucket=self.bucket, Key=key,
+                                                       UploadId=upload_id,
+                                                       MultipartUpload={"Parts": parts})
+                upload_id = None
+            head = await self._head(key)
+        except BaseException as e:
+            if upload_id is not None:
+                try:
+                    await client.abort_multipart_upload(Bucket=self.bucket, Key=key,
+                                                        UploadId=upload_id)
+                except Exception:  # the bucket's lifecycle rule cleans up what is left
+                    log.warning("cannot abort the multipart upload of %s", key)
+            if isinstance(e, BotoCoreError | ClientError):
+                raise self._explain(e, f"upload of {key}") from e
+            raise
+        if head is None or int(head.get("ContentLength", -1)) != size:
+            raise UploadError(f"{key}: verification failed after upload")
+        return size
+
+    async def get_stream(self, key: str) -> AsyncIterator[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            client = await self._client()
+            r = await client.get_object(Bucket=self.bucket, Key=key)
+            async with r["Body"] as body:
+                while data := await body.read(READ_PIECE):
+                    yield data
+        except ClientError as e:
+            if _code(e) in ("NoSuchKey", "404"):
+                raise UploadError(f"no object {key} in {self.name}") from e
+            raise self._explain(e, f"download of {key}") from e
+        except (BotoCoreError, OSError, TimeoutError) as e:
+            raise self._explain(e, f"download of {key}") from e
+
+    async def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return await self._head(key) is not None
+        except (BotoCoreError, ClientError) as e:
+            raise self._explain(e, f"HEAD {key}") from e
+
+    async def list(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        keys: list[str] = []
+        try:
+            client = await self._client()
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as e:
+            raise self._explain(e, f"listing {prefix}") from e
+        return sorted(keys)
+
+    async def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            client = await self._client()
+            await client.delete_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError) as e:
+            raise self._explain(e, f"delete of {key}") from e
 
     async def close(self) -> None:
         await self._store.close()
