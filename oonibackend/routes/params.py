@@ -28,8 +28,8 @@ _ASN = re.compile(r"(?:AS|as)?([0-9]{1,10})", re.ASCII)
 _REPORT_ID = re.compile(r"[A-Za-z0-9_]{15,100}", re.ASCII)
 _TEST_NAME = re.compile(r"[a-z0-9_]{1,60}", re.ASCII)
 _CATEGORY = re.compile(r"[A-Z]{1,16}", re.ASCII)
-# The legacy input whitelist (after dropping non-ASCII characters).
-_INPUT = re.compile(r"[A-Za-z0-9 :/.\[\]\-_%+(){}=?#&!,$~@;'*]*", re.ASCII)
+# The legacy input whitelist (after dropping non-ASCII characters), exactly.
+_INPUT = re.compile(r"[A-Za-z0-9 :/.\[\]\-_%+(){}=?#&!,$]*", re.ASCII)
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 MAX_VALUE = 2048
 MAX_ITEMS = 200

@@ -86,8 +86,9 @@ def test_report_id_and_input_validation():
     for ok in ("https://example.com/a?b=c&d=1#x", "dot://[2a00:1450::1]:853",
                "obfs4 1.2.3.4:80 FP cert=ab+c/d=", "https://пример.рф/"):
         assert q(input=ok).input() == ok
-    with pytest.raises(APIError, match="Invalid characters"):
-        q(input="https://example.com/<script>").input()
+    for bad in ("https://example.com/<script>", "~!^{}", "foo.org;", "foo.org='"):
+        with pytest.raises(APIError, match="Invalid characters"):  # legacy's whitelist
+            q(input=bad).input()
 
 
 def test_overlong_values_are_refused():
