@@ -6,15 +6,9 @@ b"4"/b"6" network keys from `clientip.network_key`, b"t" + account id for accoun
 
 from __future__ import annotations
 
-from typing import Any
-
-import jwt
-
 from oonibackend.clientip import network_label
 
 ACCOUNT_PREFIX = b"t"
-USER_AUDIENCE = "user_auth"
-_MAX_ACCOUNT_ID = 128
 
 
 def account_key(account_id: str) -> bytes:
@@ -33,31 +27,3 @@ def key_label(key: bytes) -> str:
         return network_label(key)
     except ValueError:
         return "key:" + key.hex()
-
-
-def decode_user_token(authorization: str | None, secret: str) -> dict[str, Any] | None:
-    """Claims of a valid `Authorization: Bearer <user_auth JWT>` (HS256), else None.
-
-    Invalid, expired or foreign tokens are treated as absent, like the legacy API: the request is
-    then anonymous, never an error.
-    """
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    try:
-        claims = jwt.decode(token.strip(), secret, algorithms=["HS256"], audience=USER_AUDIENCE)
-    except jwt.PyJWTError:
-        return None
-    return claims if isinstance(claims, dict) else None
-
-
-def token_account(claims: dict[str, Any] | None) -> str | None:
-    """The account id of decoded claims when it is a plausible one (a short non-empty string)."""
-    if not claims:
-        return None
-    account = claims.get("account_id")
-    if isinstance(account, str) and 0 < len(account) <= _MAX_ACCOUNT_ID:
-        return account
-    return None

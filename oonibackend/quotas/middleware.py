@@ -14,10 +14,11 @@ import lmdb
 from aiohttp import web
 
 from oonibackend import clientip
+from oonibackend.accounts.tokens import decode_session
 from oonibackend.appkeys import METRICS, QUOTAS
 from oonibackend.errors import json_error
 from oonibackend.quotas.context import quotas_ctx
-from oonibackend.quotas.keys import account_key, decode_user_token, token_account
+from oonibackend.quotas.keys import account_key
 from oonibackend.quotas.policy import QUOTA_POLICY, QuotaPolicy
 
 log = logging.getLogger("oonibackend.quotas")
@@ -30,9 +31,9 @@ def quota_key(request: web.Request, policy: QuotaPolicy, ip: clientip.IPAddress)
     """The account of a valid user token, else the client's network."""
     auth = request.headers.get("Authorization")
     if auth:
-        account = token_account(decode_user_token(auth, policy.jwt_secret))
-        if account is not None:
-            return account_key(account)
+        session = decode_session(auth, policy.jwt_secret)
+        if session is not None:
+            return account_key(session.account_id)
     return clientip.network_key(ip)
 
 

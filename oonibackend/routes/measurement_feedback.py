@@ -1,31 +1,34 @@
-"""GET /api/_/measurement_feedback/{uid}: what users said about a measurement (§1.2 #19).
+"""What users say about a measurement (api_inventory.md §1.2 #19, #20).
 
-Always `{"summary": {status: count}}` (Explorer's /m/ page crashes without `summary`), plus
-`user_feedback` when the caller presents a valid account token and has given feedback on this
-measurement. Anonymous callers are fine: a missing or invalid token is simply anonymous.
+* GET  /api/_/measurement_feedback/{uid}   `{"summary": {status: count}, "user_feedback"?}`
+* POST /api/_/measurement_feedback         `{measurement_uid, status}` (logged in) → `{}`
+
+The GET always has `summary` (Explorer's /m/ page crashes without it) and adds `user_feedback`
+when the caller is logged in and has given feedback. One feedback per account and
+measurement: msmt_feedback is a ReplacingMergeTree on (measurement_uid, account_id), so a new
+submission replaces the previous one (read with FINAL: the last write wins at once).
 """
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
+from oonibackend.accounts.auth import current_session, require_session
 from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
 from oonibackend.queries import measurements as mq
-from oonibackend.quotas.keys import decode_user_token, token_account
-from oonibackend.quotas.policy import QUOTA_POLICY
-from oonibackend.routes.probe_auth import JWT_KEY
 
-
-def _secret(app: web.Application) -> str | None:
-    """The account-token key, resolved once at startup (never read from disk per request)."""
-    key = app.get(JWT_KEY)
-    if key:
-        return key
-    policy = app.get(QUOTA_POLICY)
-    return policy.jwt_secret if policy is not None else None
+log = logging.getLogger("oonibackend.feedback")
+STATUSES = frozenset((
+    "blocked", "blocked.blockpage", "blocked.blockpage.http", "blocked.blockpage.dns",
+    "blocked.blockpage.server_side", "blocked.blockpage.server_side.captcha", "blocked.dns",
+    "blocked.dns.inconsistent", "blocked.dns.nxdomain", "blocked.tcp", "blocked.tls", "ok",
+    "down", "down.unreachable", "down.misconfigured"))
+_MAX_BODY = 4096
 
 
 @docs(tags=["measurements"],
@@ -38,11 +41,8 @@ async def get_feedback(request: web.Request) -> web.Response:
     uid = request.match_info["measurement_uid"]
     if not mq.is_safe_id(uid):
         raise APIError("Invalid measurement_uid", 400)
-    account = None
-    secret = _secret(request.app)
-    if secret:
-        account = token_account(decode_user_token(request.headers.get("Authorization"),
-                                                  secret))
+    session = current_session(request)
+    account = session.account_id if session else None
     cfg = request.app[CONFIG]
     rows = await request.app[DB].query(*mq.feedback_sql(uid, account), settings={
         "max_execution_time": cfg.database.max_execution_time, "priority": 3})
@@ -54,5 +54,38 @@ async def get_feedback(request: web.Request) -> web.Response:
     return jsonutil.response(out, cache=0)
 
 
+@docs(tags=["measurements"], summary="Give feedback on a measurement (logged in)",
+      description="Body: `measurement_uid`, `status` (one of ok, down, down.unreachable, "
+                  "down.misconfigured, blocked, blocked.blockpage(.http|.dns|.server_side"
+                  "(.captcha)), blocked.dns(.inconsistent|.nxdomain), blocked.tcp, blocked.tls)."
+                  " A later submission by the same account replaces the earlier one.",
+      responses={200: {"description": "{}"}, 400: {"description": "Invalid status or uid"},
+                 401: {"description": "Authentication required"}})
+async def post_feedback(request: web.Request) -> web.Response:
+    session = require_session(request)
+    raw = await request.content.read(_MAX_BODY + 1)
+    if len(raw) > _MAX_BODY:
+        raise APIError("Request body too large", 413)
+    try:
+        body = jsonutil.loads(raw or b"null")
+    except jsonutil.JSONDecodeError:
+        raise APIError("Invalid JSON body", 400) from None
+    if not isinstance(body, dict):
+        raise APIError("Invalid request", 400)
+    uid, status = body.get("measurement_uid"), body.get("status")
+    uid = uid.strip() if isinstance(uid, str) else ""
+    status = status.strip() if isinstance(status, str) else ""
+    # Legacy did not validate the uid; a feedback row needs a plausible one.
+    if not mq.is_safe_id(uid):
+        raise APIError("Invalid measurement_uid", 400)
+    if status not in STATUSES:
+        raise APIError("Invalid status", 400)
+    await request.app[DB].insert("msmt_feedback", [
+        {"measurement_uid": uid, "account_id": session.account_id, "status": status}])
+    log.info("measurement feedback", extra={"status": status})
+    return jsonutil.response({}, cache=0)
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/_/measurement_feedback/{measurement_uid}", get_feedback)
+    app.router.add_post("/api/_/measurement_feedback", post_feedback)

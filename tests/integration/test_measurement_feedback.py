@@ -98,3 +98,49 @@ async def test_invalid_tokens_are_anonymous(backend, bearer):
 def test_bad_uids_are_400(backend, uid):
     status, _, body = feedback(backend, uid)
     assert status == 400 and body == {"error": "Invalid measurement_uid"}
+
+
+# ---- POST: logged-in users give feedback, one per account and measurement ----
+
+POST_UID = "20240101000003.000001_IT_webconnectivity_0123456789abcdef"
+
+
+def post(b: Backend, body: object, bearer: str | None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    req = urllib.request.Request(f"{b.url}/api/_/measurement_feedback", method="POST",
+                                 data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_feedback_needs_a_login(backend):
+    assert post(backend, {"measurement_uid": POST_UID, "status": "ok"}, None) == \
+        (401, {"error": "Authentication required"})
+
+
+def test_the_last_feedback_of_an_account_wins(backend):
+    alice, bob = token("a" * 32), token("b" * 32)
+    assert post(backend, {"measurement_uid": POST_UID, "status": "blocked"}, alice) == (200, {})
+    assert post(backend, {"measurement_uid": POST_UID, "status": "ok"}, bob) == (200, {})
+    assert post(backend, {"measurement_uid": f" {POST_UID} ", "status": " blocked.dns.nxdomain "},
+                alice) == (200, {})
+    _, _, body = feedback(backend, POST_UID, alice)
+    assert body == {"summary": {"blocked.dns.nxdomain": 1, "ok": 1},
+                    "user_feedback": "blocked.dns.nxdomain"}
+    assert feedback(backend, POST_UID)[2] == {"summary": {"blocked.dns.nxdomain": 1, "ok": 1}}
+
+
+@pytest.mark.parametrize("body,error", [
+    ({"measurement_uid": POST_UID, "status": "censored"}, "Invalid status"),
+    ({"measurement_uid": POST_UID}, "Invalid status"),
+    ({"measurement_uid": "../../etc", "status": "ok"}, "Invalid measurement_uid"),
+    ({"status": "ok"}, "Invalid measurement_uid"),
+    (["not", "an", "object"], "Invalid request"),
+])
+def test_bad_feedback_is_400(backend, body, error):
+    assert post(backend, body, token("c" * 32)) == (400, {"error": error})
