@@ -61,6 +61,7 @@ def make_app(cfg: Config) -> web.Application:
     from oonibackend.routes import (
         auth,
         collector,
+        detector,
         incidents,
         oonirun,
         pages,
@@ -83,7 +84,7 @@ def make_app(cfg: Config) -> web.Application:
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
     for component in (pages, probe_services, collector, quotas_summary, read_api, auth,
-                      url_priorities, incidents, oonirun):
+                      url_priorities, incidents, oonirun, detector):
         component.setup(app)
     setup_aiohttp_apispec(
         app,

@@ -30,7 +30,8 @@ class ServerConfig:
     collector_id: str = "1"
     # Name of this host in `other_collectors` (defaults to the machine's FQDN).
     hostname: str = ""
-    # Sibling API hosts that may hold fresh measurements in their spool (read side).
+    # Sibling API hosts that may hold fresh measurements in their spool (read side): host
+    # names (asked over https) or base URLs such as http://10.0.0.2:8000.
     other_collectors: list[str] = field(default_factory=list)
     # X-Real-IP / X-Forwarded-For are trusted only when the TCP peer is one of these.
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
@@ -275,6 +276,35 @@ class AggregationConfig:
 
 
 @dataclass
+class DetectorConfig:
+    # `oonibackend detect` (timer): per-series (test_name, input, probe_cc, probe_asn) moving
+    # averages of fastpath outcomes in time buckets, a status with hysteresis, and an event in
+    # blocking_events at each OK <-> BLOCKED change (see oonibackend/detector/changepoint.py).
+    # Tests analysed (empty: every test).
+    test_names: list[str] = field(default_factory=lambda: [
+        "web_connectivity", "facebook_messenger", "signal", "telegram", "whatsapp", "psiphon",
+        "tor", "torsf", "vanilla_tor", "riseupvpn"])
+    bucket_minutes: int = 60
+    # A fresh detector (no watermark yet) starts this many hours back; later runs resume
+    # from the watermark, however old.
+    window_hours: int = 48
+    # Only buckets that ended at least this long ago are processed (late uploads).
+    delay_minutes: int = 20
+    # Weight of one measurement in the moving averages.
+    alpha: float = 0.05
+    # BLOCKED when confirmed + pure anomaly share >= blocked_threshold or confirmed share >=
+    # confirmed_threshold; OK when the accessible share >= ok_threshold; else unchanged.
+    blocked_threshold: float = 0.6
+    confirmed_threshold: float = 0.3
+    ok_threshold: float = 0.8
+    # Measurements a series needs before it gets a status.
+    min_count: int = 10
+    # Buckets read and written per batch; the ClickHouse time limit of each read (seconds).
+    batch_buckets: int = 6
+    max_execution_time: int = 600
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
     # "json" (one object per line) or "text".
@@ -297,6 +327,7 @@ class Config:
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the config was read from (not a key).
     source: str = ""

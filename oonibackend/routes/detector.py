@@ -1,0 +1,120 @@
+"""The blocking-event feed: GET /api/v1/detector/events (JSON or Atom).
+
+Events are written by `oonibackend detect` (oonibackend/detector/). Filters: probe_cc,
+probe_asn (AS123 or 123), test_name (comma lists), input (exact), domain (the input URL's
+host), status (OK / BLOCKED), since / until (on the change point `time`; YYYY-MM-DD or ISO),
+limit (default 100, at most 1000). `format=json|atom`, or `Accept: application/atom+xml`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from oonibackend import jsonutil
+from oonibackend.appkeys import CONFIG, DB
+from oonibackend.detector import feed
+from oonibackend.errors import APIError
+from oonibackend.routes.params import Query
+
+TAGS = ["Detector"]
+PATH = "/api/v1/detector/events"
+CACHE_SECONDS = 60
+MAX_EXECUTION_TIME = 10
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+STATUSES = ("OK", "BLOCKED")
+
+SQL = """
+SELECT test_name, input, probe_cc, toUInt32(probe_asn) AS probe_asn, status, time,
+    detection_time
+FROM blocking_events FINAL
+WHERE {where}
+ORDER BY time DESC, detection_time DESC, test_name, input, probe_cc, probe_asn
+LIMIT %(limit)s
+"""
+
+
+def build_query(q: Query) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters for the request's filters; APIError (400) for bad ones."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {
+        "limit": q.int("limit", DEFAULT_LIMIT, min=1, max=MAX_LIMIT)}
+    if ccs := q.cc_list("probe_cc"):
+        clauses.append("has(%(ccs)s, probe_cc)")
+        params["ccs"] = ccs
+    if asns := q.asn_list("probe_asn"):
+        clauses.append("has(%(asns)s, toUInt32(probe_asn))")
+        params["asns"] = asns
+    if tests := q.test_names("test_name"):
+        clauses.append("has(%(tests)s, test_name)")
+        params["tests"] = tests
+    if (input_ := q.input("input")) is not None:
+        clauses.append("input = %(input)s")
+        params["input"] = input_
+    if (domain := q.domain("domain")) is not None:
+        if not domain.startswith("[") and domain.count(":") == 1:
+            domain = domain.split(":")[0]  # host:port: the host
+        clauses.append("lower(domain(input)) = %(domain)s")
+        params["domain"] = domain
+    if (status := q.str("status")) is not None:
+        if status.upper() not in STATUSES:
+            raise APIError(f"Invalid status: use one of {', '.join(STATUSES)}", 400)
+        clauses.append("status = %(status)s")
+        params["status"] = status.upper()
+    since, until = q.date("since"), q.date("until")
+    if since is not None and until is not None and since >= until:
+        raise APIError("Invalid range: since must be before until", 400)
+    if since is not None:
+        clauses.append("time >= %(since)s")
+        params["since"] = since
+    if until is not None:
+        clauses.append("time < %(until)s")
+        params["until"] = until
+    return SQL.format(where=" AND ".join(clauses) or "1"), params
+
+
+def _wants_atom(request: web.Request, q: Query) -> bool:
+    fmt = q.choice("format", ("json", "atom"), lower=True)
+    if fmt is not None:
+        return fmt == "atom"
+    return feed.CONTENT_TYPE in request.headers.get("Accept", "")
+
+
+@docs(tags=TAGS, summary="Blocking events detected in the measurements",
+      description="Changes of the blocking status (OK / BLOCKED) of a test and input in a "
+                  "country and network, newest change point first. Filters: `probe_cc`, "
+                  "`probe_asn`, `test_name`, `input`, `domain`, `status`, `since`, `until` "
+                  "(on the change point), `limit` (default 100, at most 1000). `format=atom` "
+                  "(or `Accept: application/atom+xml`) gives an Atom 1.0 feed.",
+      responses={200: {"description": '{"v": 0, "events": [{"test_name", "input", '
+                                      '"probe_cc", "probe_asn", "status", "time", '
+                                      '"detection_time"}]} or an Atom feed'},
+                 400: {"description": "Invalid parameter"}})
+async def events(request: web.Request) -> web.Response:
+    q = Query(request.query)
+    atom = _wants_atom(request, q)
+    sql, params = build_query(q)
+    rows = await request.app[DB].query(sql, params,
+                                       settings={"max_execution_time": MAX_EXECUTION_TIME})
+    headers = {"Vary": "Accept"}
+    if not atom:
+        return jsonutil.response(feed.render_json(rows), cache=CACHE_SECONDS, headers=headers)
+    base = request.app[CONFIG].server.base_url
+    self_url = urllib.parse.urljoin(base, PATH.lstrip("/"))
+    if request.rel_url.raw_query_string:
+        self_url += "?" + request.rel_url.raw_query_string
+    authority = urllib.parse.urlsplit(base).hostname or "ooni.org"
+    body = feed.render_atom(rows, self_url=self_url, authority=authority,
+                            now=dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0))
+    headers["Cache-Control"] = f"max-age={CACHE_SECONDS}"
+    return web.Response(body=body, content_type=feed.CONTENT_TYPE, charset="utf-8",
+                        headers=headers)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(PATH, events)
