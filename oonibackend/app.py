@@ -69,6 +69,7 @@ def make_app(cfg: Config) -> web.Application:
         quotas_summary,
         read_api,
         url_priorities,
+        url_submission,
     )
 
     app = web.Application(
@@ -84,7 +85,7 @@ def make_app(cfg: Config) -> web.Application:
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
     for component in (pages, probe_services, collector, quotas_summary, read_api, auth,
-                      url_priorities, incidents, oonirun, detector):
+                      url_priorities, incidents, oonirun, detector, url_submission):
         component.setup(app)
     setup_aiohttp_apispec(
         app,

@@ -305,6 +305,76 @@ class DetectorConfig:
 
 
 @dataclass
+class RotationConfig:
+    # `oonibackend rotate` (timer, daily): keeps `count` web-connectivity test helpers on a
+    # cloud provider, each replaced after max_age_days; a replaced host drains (no DNS, not
+    # served) for drain_hours before it is destroyed. Hosts: test_helper_instances.
+    provider: str = "digitalocean"
+    api_url: str = "https://api.digitalocean.com/v2"
+    # API token, or a file holding it (relative: under data_dir), to keep it out of here.
+    token: str = ""
+    token_file: str = ""
+    count: int = 2
+    max_age_days: float = 7.0
+    drain_hours: float = 24.0
+    # The droplets: region, size and image slugs, SSH key ids or fingerprints, tags, and a
+    # cloud-init script that installs the test helper (relative path: under data_dir).
+    region: str = "ams3"
+    size: str = "s-1vcpu-1gb"
+    image: str = "debian-12-x64"
+    ssh_keys: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=lambda: ["oonith"])
+    user_data_file: str = ""
+    # Droplet names are <name_prefix>-<rdn>-<UTC time>; droplets with the prefix that are in
+    # no table row are reported as orphans (never touched).
+    name_prefix: str = "oonith"
+    # A host is published as <n>.<dns_zone> (A and AAAA records, this TTL in seconds), n the
+    # lowest number in no row and no existing record of the zone.
+    dns_zone: str = "th.ooni.org"
+    dns_ttl: int = 60
+    # Readiness: a web_connectivity control request to <check_scheme>://<IPv4>:<check_port>/
+    # sent as <check_hostname> (TLS name and Host; empty: the host's own name), verified
+    # against check_ca_file (empty: the system CAs), each try limited to check_timeout s.
+    check_scheme: str = "https"
+    check_port: int = 443
+    check_hostname: str = ""
+    check_ca_file: str = ""
+    check_timeout: float = 10.0
+    # Longest wait for a new droplet to be active and pass the check (seconds), polled
+    # every poll_interval seconds; then it is destroyed and the run fails.
+    ready_timeout: float = 900.0
+    poll_interval: float = 10.0
+    # The API reloads the live hosts it serves every refresh_interval seconds (0: never).
+    refresh_interval: float = 60.0
+
+
+@dataclass
+class GithubConfig:
+    # Test List Editor (/api/_/url-submission/..., /api/v1/url-submission/...): a user's edits
+    # of the CitizenLab test lists go to a branch of push_repo, proposed to origin_repo as a
+    # pull request. Empty token and token_file: those routes answer 503.
+    api_url: str = "https://api.github.com"
+    origin_repo: str = "citizenlab/test-lists"
+    push_repo: str = "ooni-bot/test-lists"
+    # Account owning the token (git push user, commit author); empty: push_repo's owner.
+    user: str = ""
+    # API token, or a file holding it (relative: under data_dir), read at start.
+    token: str = ""
+    token_file: str = ""
+    # git remote URLs; empty: https://github.com/<repo>.git. Push credentials are added at
+    # push time only (never written into a git config).
+    origin_url: str = ""
+    push_url: str = ""
+    # Shared clone and per-user worktrees (relative: under data_dir).
+    workdir: str = "testlists"
+    base_branch: str = "master"
+    # Seconds allowed to each git command and GitHub call (a first clone gets ten times this).
+    timeout: float = 30.0
+    # The shared clone is pulled before reads and edits at most this often (seconds).
+    pull_interval: float = 60.0
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
     # "json" (one object per line) or "text".
@@ -328,6 +398,8 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    github: GithubConfig = field(default_factory=GithubConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the config was read from (not a key).
     source: str = ""
