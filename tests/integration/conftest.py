@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Backend, free_port
+from tests.s3server import S3Server
 
 ServeFactory = Callable[..., Backend]
 
@@ -113,3 +114,14 @@ def read_backend(tmp_path_factory: pytest.TempPathFactory, geoip_files) -> Itera
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server on loopback (tests/s3server.py), one per test module."""
+    pytest.importorskip("moto.server")
+    from tests.s3server import S3Server
+
+    s = S3Server()
+    yield s
+    s.stop()

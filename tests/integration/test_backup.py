@@ -9,13 +9,11 @@ import csv
 import datetime as dt
 import io
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,8 +24,9 @@ from oonibackend.storage import DatabaseError
 from oonibackend.storage.http import HTTPDatabase
 from oonibackend.upload import objects
 from tests.clickhouse_server import ClickHouseServer, OwnerProcess, find_binary
-from tests.conftest import free_port, write_config
+from tests.conftest import write_config
 from tests.readdata import load_fixture_rows
+from tests.s3server import S3Server
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
@@ -44,41 +43,6 @@ SELECTS = {
 }
 
 
-class S3:
-    """moto's S3 server on a loopback port (same pattern as test_upload)."""
-
-    def __init__(self) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.port = free_port()
-        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port,
-                                                     verbose=False)
-        self.server.start()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                                   aws_access_key_id="test", aws_secret_access_key="test")
-
-    def bucket(self, name: str) -> str:
-        self.client.create_bucket(Bucket=name)
-        return name
-
-    def keys(self, bucket: str) -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-        return sorted(i["Key"] for p in pages for i in p.get("Contents", []))
-
-    def get(self, bucket: str, key: str) -> bytes:
-        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-    def uploads(self, bucket: str) -> list:
-        return self.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    s = S3()
-    yield s
-    s.server.stop()
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One embedded database with the real fixture rows, shared by the module's tests
@@ -90,7 +54,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def make_config(data: Path, name: str, s3: S3 | None = None, bucket: str = "",
+def make_config(data: Path, name: str, s3: S3Server | None = None, bucket: str = "",
                 owner_port: int | None = None, **backup: object) -> Path:
     sections: dict[str, dict[str, object]] = {
         "backup": {"dir": str(data / f"state-{name}"), "pause": 0.0, "chunk_rows": 300,
@@ -136,7 +100,7 @@ def table_rows(data: Path, conf: Path, pairs: dict[str, str]) -> dict[str, list[
     return out
 
 
-def manifest(objs: dict[str, bytes] | None, key: str, s3: S3 | None = None,
+def manifest(objs: dict[str, bytes] | None, key: str, s3: S3Server | None = None,
              bucket: str = "") -> dict:
     raw = s3.get(bucket, key) if s3 is not None else objs[key]  # type: ignore[index]
     return json.loads(raw)

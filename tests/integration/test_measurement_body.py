@@ -20,7 +20,6 @@ import dataclasses
 import datetime as dt
 import gzip
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -39,7 +38,8 @@ from oonibackend.storage.http import HTTPDatabase
 from oonibackend.upload import files
 from oonibackend.upload.objects import S3Writer
 from oonibackend.upload.uploader import JSONL_COLUMNS
-from tests.conftest import SAMPLES, Backend, free_port
+from tests.conftest import SAMPLES, Backend
+from tests.s3server import S3Server
 from workers.process import FASTPATH_COLUMNS, process
 
 boto3 = pytest.importorskip("boto3")
@@ -49,29 +49,6 @@ BUCKET = "ooni-bodies"
 
 
 # ---- fixtures -----------------------------------------------------------------------------------
-
-
-class S3:
-    def __init__(self) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.port = free_port()
-        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port,
-                                                     verbose=False)
-        self.server.start()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                                   aws_access_key_id="test", aws_secret_access_key="test")
-        self.client.create_bucket(Bucket=BUCKET)
-
-    def keys(self) -> list[str]:
-        return [o["Key"] for o in self.client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    s = S3()
-    yield s
-    s.server.stop()
 
 
 def _backend(data: Path, **sections: dict[str, Any]) -> Backend:
@@ -92,7 +69,9 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, s3: S3, peer: Backend) -> Iterator[Backend]:
+def api(tmp_path_factory: pytest.TempPathFactory, s3: S3Server, peer: Backend
+        ) -> Iterator[Backend]:
+    s3.bucket(BUCKET)
     # "http://127.0.0.1:1" sorts first in the ring and refuses connections: it is skipped.
     b = _backend(tmp_path_factory.mktemp("api"),
                  server={"hostname": "api.test",
@@ -412,7 +391,7 @@ async def test_uploaded_to_s3_read_by_byte_range(api, s3):
     posts = spool_posts(api, "2024010203", 4, "a1")
     run_upload(api, "2024010203")
     assert not any((api.data_dir / "spool" / "incoming").glob("2024010203_*/*.post"))
-    assert any(k.endswith(".jsonl.gz") for k in s3.keys())
+    assert any(k.endswith(".jsonl.gz") for k in s3.keys(BUCKET))
     await insert_fastpath(api, {uid: body for uid, (body, _) in posts.items()})
     db = database(api)
     try:

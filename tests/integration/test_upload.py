@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import os
 import random
 import signal
@@ -23,41 +22,11 @@ from oonibackend.storage import migrate
 from oonibackend.storage.http import HTTPDatabase
 from tests.clickhouse_server import OwnerProcess, free_port
 from tests.conftest import write_config
+from tests.s3server import S3Server
 from tests.unit.test_upload import make_spool, spool_uids
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
-
-
-class S3:
-    def __init__(self) -> None:
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.port = free_port()
-        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port,
-                                                     verbose=False)
-        self.server.start()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                                   aws_access_key_id="test", aws_secret_access_key="test")
-
-    def bucket(self, name: str) -> str:
-        self.client.create_bucket(Bucket=name)
-        return name
-
-    def objects(self, bucket: str) -> dict[str, bytes]:
-        out = {}
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for item in page.get("Contents", []):
-                out[item["Key"]] = self.client.get_object(Bucket=bucket,
-                                                          Key=item["Key"])["Body"].read()
-        return out
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    s = S3()
-    yield s
-    s.server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +44,7 @@ async def db(owner: OwnerProcess):
     await d.close()
 
 
-def setup_dir(tmp_path: Path, owner: OwnerProcess, s3: S3, bucket: str,
+def setup_dir(tmp_path: Path, owner: OwnerProcess, s3: S3Server, bucket: str,
               endpoint: str | None = None) -> Path:
     data = tmp_path / "data"
     data.mkdir(parents=True, exist_ok=True)
