@@ -1,16 +1,24 @@
-"""Static service discovery: test helpers, collectors and the legacy bouncer.
+"""Service discovery: test helpers, collectors and the legacy bouncer.
 
 The addresses are the ones the legacy API hands out (api_inventory §2.2); probes keep the
 test-helpers object as their helper list, so its shape and keys are part of the protocol.
 The web-connectivity HTTPS helpers come in a random order per request (crude load
-balancing between the two), the CloudFront front last.
+balancing), the CloudFront front last. They are, in order of precedence: the configured
+canary helpers (probe.th_canary_helpers, in the client's canary order), the live hosts of
+`oonibackend rotate` (non-draining rows of test_helper_instances as https://<rdn>.<dns_zone>,
+reloaded in the background every rotation.refresh_interval seconds: requests never query
+the database), or the two legacy helpers while there are none.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import logging
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -18,9 +26,11 @@ from aiohttp_apispec import docs, response_schema
 from marshmallow import Schema, fields
 
 from oonibackend import clientip, jsonutil
-from oonibackend.appkeys import CONFIG
+from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.errors import APIError
 from oonibackend.routes.probe_common import TAGS, json_body, read_json
+
+log = logging.getLogger("oonibackend.test_helpers")
 
 WEB_CONNECTIVITY_HTTPS = ("https://6.th.ooni.org", "https://5.th.ooni.org")
 WEB_CONNECTIVITY_CLOUDFRONT = {"address": "https://d33d1gs9kpq1c5.cloudfront.net",
@@ -58,11 +68,13 @@ def canary_order(helpers: Sequence[str], ip: str) -> list[str]:
 
 
 def make_test_helpers(client_ip: str = "", canary_helpers: Sequence[str] = (),
-                      rng: random.Random | None = None) -> dict[str, list[dict[str, str]]]:
+                      rng: random.Random | None = None, live_helpers: Sequence[str] = ()
+                      ) -> dict[str, list[dict[str, str]]]:
     """A fresh test-helpers object (also `conf.test_helpers` of check-in).
 
     Web-connectivity HTTPS helpers: `canary_helpers` (probe.th_canary_helpers) in the client's
-    canary order when configured, else the two legacy helpers in a random order per request.
+    canary order when configured; else `live_helpers` (the rotation's live hosts), or the two
+    legacy helpers when there are none, in a random order per request.
     """
     out: dict[str, list[dict[str, str]]] = {
         name: [{"address": addr, "type": "legacy"}, {"address": addr, "type": "legacy"}]
@@ -71,7 +83,7 @@ def make_test_helpers(client_ip: str = "", canary_helpers: Sequence[str] = (),
     if canary_helpers:
         addrs = canary_order(canary_helpers, client_ip)
     else:
-        addrs = list(WEB_CONNECTIVITY_HTTPS)
+        addrs = list(live_helpers or WEB_CONNECTIVITY_HTTPS)
         (rng or random).shuffle(addrs)
     https = [{"address": a, "type": "https"} for a in addrs]
     out["web-connectivity"] = [*https, dict(WEB_CONNECTIVITY_CLOUDFRONT)]
@@ -81,7 +93,97 @@ def make_test_helpers(client_ip: str = "", canary_helpers: Sequence[str] = (),
 def request_test_helpers(request: web.Request) -> dict[str, list[dict[str, str]]]:
     """The test helpers for the client of `request`."""
     canary = request.app[CONFIG].probe.th_canary_helpers
-    return make_test_helpers(clientip.request_ip(request) if canary else "", canary)
+    live = request.app.get(LIVE_HELPERS)
+    return make_test_helpers(clientip.request_ip(request) if canary else "", canary,
+                             live_helpers=live.addresses if live is not None else ())
+
+
+# ---- the rotation's live hosts, reloaded in the background ----
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
+# How long start-up waits for the first load before serving the static helpers.
+FIRST_LOAD_WAIT = 2.0
+
+
+def live_addresses(hosts: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """https://<rdn>.<dns_zone> of each (rdn, dns_zone), sorted, without duplicates or names
+    that are not plain host names (the table is data: never hand probes a malformed URL)."""
+    out = set()
+    for rdn, zone in hosts:
+        name = f"{rdn}.{zone}".lower()
+        if len(name) <= 253 and _HOSTNAME.fullmatch(name):
+            out.add(f"https://{name}")
+    return tuple(sorted(out))
+
+
+class LiveHelpers:
+    """app[LIVE_HELPERS]: the live, non-draining rotation hosts, as https URLs."""
+
+    def __init__(self, db: Any, interval: float, metrics: Any = None) -> None:
+        self.db = db
+        self.interval = interval
+        self.addresses: tuple[str, ...] = ()
+        self.failures = 0
+        if metrics is not None:
+            metrics.set("test_helpers_live", lambda: float(len(self.addresses)),
+                        help="Rotation test helpers served by GET /api/v1/test-helpers")
+
+    async def refresh(self) -> bool:
+        """Reload; on failure keep the current set (log the traceback once in a row)."""
+        from oonibackend.rotation.state import read_instances
+
+        try:
+            rows = await read_instances(self.db)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.failures += 1
+            log.warning("live test helpers refresh failed, keeping the previous set",
+                        extra={"error": str(e), "consecutive_failures": self.failures},
+                        exc_info=self.failures == 1)
+            return False
+        new = live_addresses((r.rdn, r.dns_zone) for r in rows if not r.draining)
+        if new != self.addresses:
+            log.info("live test helpers changed", extra={"helpers": list(new)})
+        self.addresses = new
+        self.failures = 0
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.refresh()
+
+
+LIVE_HELPERS = web.AppKey("live_test_helpers", LiveHelpers)
+
+
+async def live_helpers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: app[LIVE_HELPERS] and its refresh task (none when the interval is 0)."""
+    interval = app[CONFIG].rotation.refresh_interval
+    live = LiveHelpers(app[DB], interval, app.get(METRICS))
+    app[LIVE_HELPERS] = live
+    if interval <= 0:
+        yield
+        return
+    first = asyncio.ensure_future(live.refresh())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(first), FIRST_LOAD_WAIT)
+
+    async def loop() -> None:
+        with contextlib.suppress(Exception):
+            await first
+        await live.run()
+
+    task = asyncio.create_task(loop(), name="live-test-helpers-refresh")
+    yield
+    task.cancel()
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await first
 
 
 def bouncer_answer(name: str, version: str) -> dict[str, Any]:
@@ -167,6 +269,7 @@ async def post_bouncer_net_tests(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(live_helpers_ctx)
     app.router.add_get("/api/v1/test-helpers", get_test_helpers)
     app.router.add_get("/api/v1/collectors", get_collectors)
     app.router.add_post("/bouncer/net-tests", post_bouncer_net_tests)
