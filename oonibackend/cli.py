@@ -7,6 +7,8 @@
     oonibackend update-fingerprints --source DIR_OR_URL
     oonibackend fastpath [serve|score|reprocess]
     oonibackend upload [--dry-run] [--hour YYYYMMDDHH]
+    oonibackend update-asnmeta / download-geoip / backup / export / restore / rotate / detect
+    oonibackend account-role EMAIL [--role user|admin]
 """
 
 from __future__ import annotations
