@@ -11,6 +11,7 @@ data directory, fills `fastpath` with generated rows (bench/gen_fastpath.py) up 
 |---|---|---|
 | search | /search page: `measurements?limit=50&failure=false&order=desc&since&until` (30 days), a quarter without filter, the rest with probe_cc, test_name+probe_cc or probe_asn | p99 < 300 ms |
 | recent-box | country/ASN page box: `measurements?limit=5&failure=false&order=desc&probe_cc=XX` | p99 < 300 ms |
+| domain-box | domain page box: the same with `domain=X` (one domain in four has no measurement) | p99 < 300 ms |
 | aggregation | per-day by country over 30 days: `aggregation?axis_x=measurement_start_day&axis_y=probe_cc&test_name=web_connectivity&time_grain=day&since&until` | p99 < 1 s |
 | calendar | a country's per-day counts over 30 days: `aggregation?probe_cc=XX&axis_x=measurement_start_day&since&until` | p99 < 1 s |
 
@@ -41,8 +42,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 COUNTRIES = ["BR", "RU", "US", "TW", "CH", "AU", "IR", "MY", "JP", "RO", "TH", "ID", "IT",
              "TR", "NL", "DE"]
-ASNS = ["AS18182", "AS3269", "AS7018", "AS12389", "AS45090"]
-TARGETS = {"search": 0.300, "recent-box": 0.300, "aggregation": 1.0, "calendar": 1.0}
+# Networks of the generated data (its templates are real rows), and one with no measurement.
+ASNS = ["AS5650", "AS13030", "AS3269", "AS31549", "AS45090"]
+DOMAINS = ["vesselthefilm.com", "www.facebook.com", "twitter.com", "no-such-domain.example"]
+TARGETS = {"search": 0.300, "recent-box": 0.300, "domain-box": 0.300, "aggregation": 1.0,
+           "calendar": 1.0}
 
 
 def free_port() -> int:
@@ -81,6 +85,9 @@ def paths(scenario: str, n: int, now: dt.datetime) -> list[str]:
         elif scenario == "recent-box":
             out.append(f"/api/v1/measurements?limit=5&failure=false&order=desc&probe_cc={cc}"
                        f"&{win}")
+        elif scenario == "domain-box":
+            out.append(f"/api/v1/measurements?limit=5&failure=false&order=desc"
+                       f"&domain={DOMAINS[i % len(DOMAINS)]}&{win}")
         elif scenario == "aggregation":
             out.append("/api/v1/aggregation?axis_x=measurement_start_day&axis_y=probe_cc"
                        f"&test_name=web_connectivity&time_grain=day&{win}")
@@ -130,7 +137,7 @@ def main() -> int:
                     help="kept between runs so the rows are generated once")
     ap.add_argument("--requests", type=int, default=200, help="requests per scenario")
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--scenarios", default="search,recent-box,aggregation,calendar")
+    ap.add_argument("--scenarios", default="search,recent-box,domain-box,aggregation,calendar")
     ap.add_argument("--json", help="write the results as JSON to this file")
     args = ap.parse_args()
 
