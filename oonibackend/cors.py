@@ -45,7 +45,7 @@ class Cors:
             return None
         asked = request.headers.get("Access-Control-Request-Headers", "")
         headers = _HEADERS
-        if asked and len(asked) <= _MAX_HEADERS_LEN and \
+        if asked and len(asked) <= _MAX_HEADERS_LEN and asked.isascii() and \
                 all(t.strip().replace("-", "").isalnum() for t in asked.split(",")):
             headers = asked  # no cookies are involved: any requested header is fine
         resp = web.Response(status=204, headers={

@@ -78,7 +78,10 @@ def bearer(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN:
+    # A JWT is ASCII; a header's undecodable bytes arrive as surrogates, which PyJWT cannot
+    # encode (UnicodeEncodeError, not a PyJWTError).
+    if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN or \
+            not token.isascii():
         return None
     return token
 

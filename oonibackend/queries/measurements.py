@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 
 from oonibackend.errors import APIError
-from oonibackend.routes.params import Query
+from oonibackend.routes.params import MAX_OFFSET, Query
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
@@ -130,7 +130,7 @@ def parse_list_query(q: Query, today: dt.datetime) -> ListQuery:
         raise APIError(f"`limit` is only allowed up to {MAX_LIMIT}", 400)
     if limit < 1:
         raise APIError("Invalid limit: must be at least 1", 400)
-    offset = q.int("offset", 0, min=0)
+    offset = q.int("offset", 0, min=0, max=MAX_OFFSET)
     assert offset is not None
 
     report_id = q.report_id()

@@ -65,9 +65,10 @@ def _redirect_ok(url: object, hosts: list[str]) -> bool:
         return False
     try:
         parts = urlsplit(url.strip())
+        port = parts.port  # ValueError for a port out of range or not a number
     except ValueError:
         return False
-    return parts.scheme == "https" and parts.hostname in hosts and parts.port in (None, 443)
+    return parts.scheme == "https" and parts.hostname in hosts and port in (None, 443)
 
 
 @docs(tags=TAGS, summary="Send a login link by email",

@@ -28,7 +28,7 @@ from oonibackend.appkeys import CONFIG, DB, READ_CACHE
 from oonibackend.errors import APIError
 from oonibackend.queries import country_grids as grids
 from oonibackend.queries import country_stats as cq
-from oonibackend.routes.params import Query, today
+from oonibackend.routes.params import MAX_OFFSET, Query, today
 
 TAGS = ["Explorer (private)"]
 DAY = dt.timedelta(days=1)
@@ -180,7 +180,7 @@ async def website_urls(request: web.Request) -> web.Response:
     limit = q.int("limit", DEFAULT_URLS_LIMIT, max=MAX_URLS_LIMIT)
     if limit <= 0:  # legacy: a non-positive limit means the default
         limit = DEFAULT_URLS_LIMIT
-    offset = q.int("offset", 0, min=0)
+    offset = q.int("offset", 0, min=0, max=MAX_OFFSET)
     since, until = _last_31_days()
     total = await request.app[DB].query_one(*cq.website_urls_count(cc, asn, since, until),
                                             _read_settings(request))

@@ -215,6 +215,8 @@ async def action(request: web.Request) -> web.Response:
 
         if not isinstance(body, dict) or not isinstance(body.get("id"), str | int):
             raise APIError("Invalid request: id missing", 400, err_str="err_request_params")
+        if not 0 < len(str(body["id"])) <= 100:  # as show: a longer key can name no finding
+            raise APIError("Invalid request: invalid id", 400, err_str="err_request_params")
         current = await _load(db, str(body["id"]))
         if current is None or current["id"] != str(body["id"]):
             raise APIError("Incident not found", 404)

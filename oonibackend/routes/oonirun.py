@@ -204,7 +204,7 @@ async def draft_list(request: web.Request) -> web.Response:
 def _revision(versions: list[dict[str, Any]], value: str | None) -> tuple[int, dict[str, Any]]:
     if value in (None, "", "latest"):
         return len(versions), versions[-1]
-    if not value.isdigit() or not 0 < int(value) <= len(versions):
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= len(versions):
         raise APIError("Revision not found", 404)
     return int(value), versions[int(value) - 1]
 

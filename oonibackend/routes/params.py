@@ -33,6 +33,10 @@ _INPUT = re.compile(r"[A-Za-z0-9 :/.\[\]\-_%+(){}=?#&!,$]*", re.ASCII)
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 MAX_VALUE = 2048
 MAX_ITEMS = 200
+# Paging offsets beyond this are refused: ClickHouse's LIMIT/OFFSET are UInt64 (a larger
+# offset is a database error, i.e. a 500), and no client pages that far (2**53 - 1 is the
+# largest integer JavaScript holds exactly).
+MAX_OFFSET = 2**53 - 1
 
 
 class Query:
@@ -254,7 +258,10 @@ def parse_datetime(value: str, name: str = "date") -> dt.datetime:
     except ValueError:
         raise APIError(f"Invalid {name}: {value[:40]!r} is not a date", 400) from None
     if t.tzinfo is not None:
-        t = t.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            t = t.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is in year 10000 UTC
+            raise APIError(f"Invalid {name}: out of range", 400) from None
     if not 1970 <= t.year <= 2105:
         raise APIError(f"Invalid {name}: out of range", 400)
     return t
