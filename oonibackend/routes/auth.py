@@ -30,6 +30,7 @@ from oonibackend.accounts.mailer import MailError, send_login_link
 from oonibackend.accounts.store import AccountStore, refresh_loop
 from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
+from oonibackend.routes.body import read_body, read_object
 
 log = logging.getLogger("oonibackend.accounts")
 TAGS = ["Accounts"]
@@ -38,22 +39,12 @@ _MAX_BODY = 8192
 
 async def _form(request: web.Request) -> dict[str, Any]:
     """A JSON or form body as a dict of strings (both are accepted, like legacy)."""
-    if request.content_length is not None and request.content_length > _MAX_BODY:
-        raise APIError("Request body too large", 413)
-    raw = await request.content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise APIError("Request body too large", 413)
     if request.content_type == "application/x-www-form-urlencoded":
         from urllib.parse import parse_qsl
 
+        raw = await read_body(request, _MAX_BODY)
         return dict(parse_qsl(raw.decode("utf-8", "replace")))
-    try:
-        body = jsonutil.loads(raw) if raw.strip() else {}
-    except jsonutil.JSONDecodeError:
-        raise APIError("Invalid JSON body", 400) from None
-    if not isinstance(body, dict):
-        raise APIError("Invalid request", 400)
-    return body
+    return await read_object(request, _MAX_BODY)
 
 
 def _now() -> int:

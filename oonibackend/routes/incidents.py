@@ -37,6 +37,7 @@ from oonibackend.accounts.tokens import Session
 from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
 from oonibackend.incidents import model
+from oonibackend.routes.body import read_json
 from oonibackend.routes.params import Query
 
 log = logging.getLogger("oonibackend.incidents")
@@ -173,16 +174,6 @@ def _expected_version(request: web.Request, body: dict[str, Any]) -> dt.datetime
         raise APIError("Invalid update_time / If-Match", 400) from None
 
 
-async def _read_body(request: web.Request) -> Any:
-    raw = await request.content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise APIError("Request body too large", 413)
-    try:
-        return jsonutil.loads(raw or b"null")
-    except jsonutil.JSONDecodeError:
-        raise APIError("Invalid JSON body", 400) from None
-
-
 @docs(tags=TAGS, summary="Create, update, delete, publish or unpublish a finding",
       description="create/update: the finding's fields; delete/publish/unpublish: `{id}`. "
                   "Answers `{r, id}` (delete: `{}`).",
@@ -195,7 +186,7 @@ async def action(request: web.Request) -> web.Response:
     if name not in ACTIONS:
         raise APIError("Invalid request", 400)
     session = require_session(request)
-    body = await _read_body(request)
+    body = await read_json(request, _MAX_BODY)
     db = request.app[DB]
     async with request.app[LOCK]:
         if name == "create":

@@ -21,6 +21,7 @@ from oonibackend.accounts.auth import current_session, require_session
 from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
 from oonibackend.queries import measurements as mq
+from oonibackend.routes.body import read_json
 
 log = logging.getLogger("oonibackend.feedback")
 STATUSES = frozenset((
@@ -63,13 +64,7 @@ async def get_feedback(request: web.Request) -> web.Response:
                  401: {"description": "Authentication required"}})
 async def post_feedback(request: web.Request) -> web.Response:
     session = require_session(request)
-    raw = await request.content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise APIError("Request body too large", 413)
-    try:
-        body = jsonutil.loads(raw or b"null")
-    except jsonutil.JSONDecodeError:
-        raise APIError("Invalid JSON body", 400) from None
+    body = await read_json(request, _MAX_BODY)
     if not isinstance(body, dict):
         raise APIError("Invalid request", 400)
     uid, status = body.get("measurement_uid"), body.get("status")

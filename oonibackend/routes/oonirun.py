@@ -38,6 +38,7 @@ from oonibackend.accounts.tokens import Session
 from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
 from oonibackend.oonirun import model, store
+from oonibackend.routes.body import read_json
 from oonibackend.routes.params import Query, parse_datetime
 
 TAGS = ["OONI Run"]
@@ -55,16 +56,6 @@ def _link_id(value: str) -> int:
 def _new_id(collector_id: str) -> int:
     suffix = int(collector_id) % 100 if collector_id.isdigit() else 0
     return secrets.randbits(32) * 100 + suffix
-
-
-async def _body(request: web.Request) -> Any:
-    raw = await request.content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise APIError("Request body too large", 413)
-    try:
-        return jsonutil.loads(raw or b"null")
-    except jsonutil.JSONDecodeError:
-        raise APIError("Invalid JSON body", 400) from None
 
 
 def _descriptor(r: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +111,7 @@ async def draft_create(request: web.Request) -> web.Response:
     q = Query(request.query)
     raw_id = q.str("ooni_run_link_id")
     link_id = _link_id(raw_id) if raw_id is not None else None
-    d = model.descriptor(await _body(request))
+    d = model.descriptor(await read_json(request, _MAX_BODY))
     link_id, _ = await _write(request, session, link_id, d, admin_may_edit=False)
     return jsonutil.response({"v": 1, "ooni_run_link_id": link_id}, cache=0)
 
@@ -244,7 +235,7 @@ async def _versions_or_404(request: web.Request) -> tuple[int, list[dict[str, An
                   "nettests.", responses={200: {"description": "The link"}})
 async def v2_create(request: web.Request) -> web.Response:
     session = require_session(request)
-    d = model.descriptor(await _body(request))
+    d = model.descriptor(await read_json(request, _MAX_BODY))
     _, versions = await _write(request, session, None, d, admin_may_edit=True)
     return jsonutil.response(_v2(versions, len(versions), versions[-1], session), cache=0)
 
@@ -256,7 +247,7 @@ async def v2_edit(request: web.Request) -> web.Response:
     link_id, versions = await _versions_or_404(request)
     if not _may_edit(versions[-1], session):
         raise APIError("You cannot edit this OONI Run link", 403)
-    d = model.descriptor(await _body(request))
+    d = model.descriptor(await read_json(request, _MAX_BODY))
     _, versions = await _write(request, session, link_id, d, admin_may_edit=True)
     return jsonutil.response(_v2(versions, len(versions), versions[-1], session), cache=0)
 
@@ -293,7 +284,7 @@ async def v2_full(request: web.Request) -> web.Response:
                                       "date_created}"}})
 async def v2_engine_descriptor(request: web.Request) -> web.Response:
     _, versions = await _versions_or_404(request)
-    body = await _body(request)
+    body = await read_json(request, _MAX_BODY)
     if body is not None and not isinstance(body, dict):
         raise APIError("Invalid request body: a JSON object", 400)
     revision, r = _revision(versions, request.match_info["revision"])

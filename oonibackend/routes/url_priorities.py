@@ -26,6 +26,7 @@ from oonibackend.accounts.auth import require_session
 from oonibackend.appkeys import DB
 from oonibackend.errors import APIError
 from oonibackend.prioritization.snapshot import RULES_SQL
+from oonibackend.routes.body import read_json
 
 log = logging.getLogger("oonibackend.url_priorities")
 TAGS = ["URL priorities"]
@@ -86,13 +87,7 @@ async def list_rules(request: web.Request) -> web.Response:
                  404: {"description": "old_entry not found"}})
 async def update_rule(request: web.Request) -> web.Response:
     require_session(request, "admin")
-    raw = await request.content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise APIError("Request body too large", 413)
-    try:
-        body = jsonutil.loads(raw or b"{}")
-    except jsonutil.JSONDecodeError:
-        raise APIError("Invalid JSON body", 400, err_str="err_request_params") from None
+    body = await read_json(request, _MAX_BODY, empty={}, err_str="err_request_params")
     if not isinstance(body, dict) or set(body) - {"old_entry", "new_entry"}:
         raise APIError("Invalid request", 400, err_str="err_request_params")
     old = parse_rule(body.get("old_entry"), "old_entry")

@@ -29,6 +29,7 @@ from oonibackend.accounts.ids import is_account_id
 from oonibackend.appkeys import CONFIG
 from oonibackend.config import Config
 from oonibackend.errors import APIError
+from oonibackend.routes.body import read_object
 from oonibackend.testlists import entries as E
 from oonibackend.testlists.git import GitError
 from oonibackend.testlists.github import GitHub
@@ -76,17 +77,7 @@ def _editor(request: web.Request) -> tuple[Editor, str]:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.content.read(_MAX_BODY + 1)
-    if len(raw) > _MAX_BODY:
-        raise APIError("Request body too large", 413)
-    try:
-        body = jsonutil.loads(raw or b"{}")
-    except jsonutil.JSONDecodeError:
-        raise APIError("Invalid JSON body", 400, err_str="err_request_params") from None
-    if not isinstance(body, dict):
-        raise APIError("Invalid request: expected a JSON object", 400,
-                       err_str="err_request_params")
-    return body
+    return await read_object(request, _MAX_BODY, err_str="err_request_params")
 
 
 @docs(tags=TAGS, summary="Fetch citizenlab URL list and additional metadata",
