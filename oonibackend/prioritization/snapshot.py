@@ -14,7 +14,6 @@ then only filter categories and cut at the limit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from oonibackend.background import refreshing
 from oonibackend.prioritization.rules import (
     GLOBAL_CC,
     Candidate,
@@ -299,21 +299,10 @@ async def url_lists_ctx(app: web.Application) -> AsyncIterator[None]:
 
     store = URLListStore(app[DB], app[CONFIG].probe.test_list_refresh, app.get(METRICS))
     app[TEST_LISTS] = store
-    first = asyncio.ensure_future(store.refresh())
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(first), FIRST_LOAD_WAIT)
 
-    async def loop() -> None:
-        with contextlib.suppress(Exception):
-            await first
+    async def run() -> None:
         await asyncio.sleep(store.interval)
         await store.run()
 
-    task = asyncio.create_task(loop(), name="test-list-refresh")
-    yield
-    task.cancel()
-    first.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await first
+    async with refreshing("test-list-refresh", store.refresh, run, FIRST_LOAD_WAIT):
+        yield

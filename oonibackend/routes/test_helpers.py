@@ -13,7 +13,6 @@ the database), or the two legacy helpers while there are none.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import random
@@ -27,6 +26,7 @@ from marshmallow import Schema, fields
 
 from oonibackend import clientip, jsonutil
 from oonibackend.appkeys import CONFIG, DB, METRICS
+from oonibackend.background import refreshing
 from oonibackend.errors import APIError
 from oonibackend.routes.probe_common import TAGS, json_body, read_json
 
@@ -167,23 +167,9 @@ async def live_helpers_ctx(app: web.Application) -> AsyncIterator[None]:
     if interval <= 0:
         yield
         return
-    first = asyncio.ensure_future(live.refresh())
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(first), FIRST_LOAD_WAIT)
-
-    async def loop() -> None:
-        with contextlib.suppress(Exception):
-            await first
-        await live.run()
-
-    task = asyncio.create_task(loop(), name="live-test-helpers-refresh")
-    yield
-    task.cancel()
-    first.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await first
+    async with refreshing("live-test-helpers-refresh", live.refresh, live.run,
+                          FIRST_LOAD_WAIT):
+        yield
 
 
 def bouncer_answer(name: str, version: str) -> dict[str, Any]:
