@@ -29,6 +29,18 @@ _COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db"
              "oonibackend.accounts.cli")
 
 
+def datetime_arg(value: str):
+    """argparse type for a time option: `YYYY-MM-DD` or ISO 8601 (`Z` or an offset), as a
+    naive UTC datetime; the same parser as the API's `since`/`until`."""
+    from oonibackend.errors import APIError
+    from oonibackend.routes.params import parse_datetime
+
+    try:
+        return parse_datetime(value, "time")
+    except APIError:
+        raise argparse.ArgumentTypeError(f"not a date or ISO time: {value!r}") from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML config file (default: built-in defaults)")
     p.add_argument("--data-dir", metavar="DIR", help="data directory (default: ./var)")

@@ -274,9 +274,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="time limit of each download (default %(default)g)")
     p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="BYTES",
                    help="largest accepted database, uncompressed (default %(default)d)")
-    p.add_argument("--metrics-file", metavar="FILE",
-                   help="Prometheus text file written at the end "
-                        "(default <data_dir>/metrics/geoip.prom)")
+    jobmetrics.add_option(p, "geoip")
     p.set_defaults(func=run)
 
 
@@ -286,7 +284,7 @@ def _say(msg: str) -> None:
 
 def _write_metrics(args: argparse.Namespace, cfg: Config, infos: dict[str, DbInfo] | None,
                    seconds: float) -> None:
-    path = Path(args.metrics_file) if args.metrics_file else jobmetrics.default_path(cfg, JOB)
+    path = jobmetrics.path_for(args, cfg, JOB)
     values: dict[str, tuple[str, float]] = {}
     for kind in KINDS:
         info = (infos or {}).get(kind)

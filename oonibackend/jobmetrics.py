@@ -6,6 +6,7 @@ A job runs, ends and is gone before anything could scrape it, so each run writes
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Mapping
@@ -20,6 +21,18 @@ if TYPE_CHECKING:
 
 def default_path(cfg: Config, job: str) -> Path:
     return cfg.path("metrics") / f"{job}.prom"
+
+
+def add_option(parser: argparse.ArgumentParser, job: str) -> None:
+    """The `--metrics-file` option every timer job has."""
+    parser.add_argument("--metrics-file", metavar="FILE",
+                        help="Prometheus text file written at the end "
+                             f"(default <data_dir>/metrics/{job}.prom)")
+
+
+def path_for(args: argparse.Namespace, cfg: Config, job: str) -> Path:
+    """Where this run writes its metrics: `--metrics-file`, else the default."""
+    return Path(args.metrics_file) if args.metrics_file else default_path(cfg, job)
 
 
 def render(job: str, ok: bool, seconds: float, values: Mapping[str, tuple[str, float]],

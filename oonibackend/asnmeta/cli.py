@@ -65,9 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="rows per insert (default %(default)d)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="download time limit (default %(default)g)")
-    p.add_argument("--metrics-file", metavar="FILE",
-                   help="Prometheus text file written at the end "
-                        "(default <data_dir>/metrics/asnmeta.prom)")
+    jobmetrics.add_option(p, "asnmeta")
     p.set_defaults(func=run)
 
 
@@ -134,9 +132,8 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def _write_metrics(args: argparse.Namespace, cfg: Config, stats: ImportStats | None,
                    seconds: float) -> None:
-    from pathlib import Path
 
-    path = Path(args.metrics_file) if args.metrics_file else jobmetrics.default_path(cfg, JOB)
+    path = jobmetrics.path_for(args, cfg, JOB)
     values: dict[str, tuple[str, float]] = {
         "rows": ("Rows in asnmeta after the latest run (0 when it failed)",
                  stats.rows if stats else 0),

@@ -13,7 +13,6 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oonibackend import jobmetrics
@@ -48,8 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--tables", metavar="T1,T2", help="only these tables")
     b.add_argument("--run", metavar="ID", help="run id (default: the unfinished run, else "
                                                "today's date YYYYMMDD)")
-    b.add_argument("--metrics-file", metavar="FILE",
-                   help="Prometheus text file (default <data_dir>/metrics/backup.prom)")
+    jobmetrics.add_option(b, "backup")
     b.set_defaults(func=run_backup)
 
     e = subparsers.add_parser(
@@ -62,8 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="print the files that would be written; write nothing")
     e.add_argument("--tables", metavar="T1,T2", help="only these public tables")
     e.add_argument("--since", metavar="YYYY-MM", help="only months from this one on")
-    e.add_argument("--metrics-file", metavar="FILE",
-                   help="Prometheus text file (default <data_dir>/metrics/export.prom)")
+    jobmetrics.add_option(e, "export")
     e.set_defaults(func=run_export)
 
     r = subparsers.add_parser(
@@ -134,7 +131,7 @@ def job_lock(cfg: Config, name: str) -> Iterator[None]:
 
 def _metrics(cfg: Config, args: argparse.Namespace, job: str, ok: bool, seconds: float,
              values: dict[str, tuple[str, float]]) -> None:
-    path = Path(args.metrics_file) if args.metrics_file else jobmetrics.default_path(cfg, job)
+    path = jobmetrics.path_for(args, cfg, job)
     try:
         jobmetrics.write(path, job, ok, seconds, values)
     except OSError as e:

@@ -12,10 +12,10 @@ import datetime as dt
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oonibackend import jobmetrics
+from oonibackend.cli import datetime_arg
 from oonibackend.detector import job
 from oonibackend.detector.job import Event, Stats
 from oonibackend.fileutil import release_flock, try_flock
@@ -50,27 +50,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true",
                    help="compute and print the events; write nothing")
-    p.add_argument("--since", metavar="TIME", type=_time,
+    p.add_argument("--since", metavar="TIME", type=datetime_arg,
                    help="first bucket to process (YYYY-MM-DD or ISO time, UTC; "
                         "default: the watermark)")
-    p.add_argument("--until", metavar="TIME", type=_time,
+    p.add_argument("--until", metavar="TIME", type=datetime_arg,
                    help="end of the range, exclusive (default: now - delay_minutes)")
     p.add_argument("--batch-buckets", type=int, metavar="N",
                    help="buckets per batch (default: [detector] batch_buckets)")
-    p.add_argument("--metrics-file", metavar="FILE",
-                   help="Prometheus text file written at the end "
-                        "(default <data_dir>/metrics/detect.prom)")
+    jobmetrics.add_option(p, "detect")
     p.set_defaults(func=run)
-
-
-def _time(value: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date or ISO time: {value!r}") from None
-    if t.tzinfo is not None:
-        t = t.astimezone(dt.UTC).replace(tzinfo=None)
-    return t
 
 
 def _say(msg: str) -> None:
@@ -149,7 +137,7 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
 
 def _write_metrics(args: argparse.Namespace, cfg: Config, stats: Stats | None,
                    seconds: float) -> None:
-    path = Path(args.metrics_file) if args.metrics_file else jobmetrics.default_path(cfg, JOB)
+    path = jobmetrics.path_for(args, cfg, JOB)
     values: dict[str, tuple[str, float]] = {
         "series": ("Series updated by the latest detect run", stats.series if stats else 0),
         "events": ("Blocking events written by the latest detect run",

@@ -11,10 +11,10 @@ import datetime as dt
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oonibackend import jobmetrics
+from oonibackend.cli import datetime_arg
 from oonibackend.fileutil import release_flock, try_flock
 from oonibackend.rotation import rotate
 from oonibackend.rotation.journal import JournalError
@@ -51,22 +51,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (create/drain/destroy); change nothing")
-    p.add_argument("--metrics-file", metavar="FILE",
-                   help="Prometheus text file written at the end "
-                        "(default <data_dir>/metrics/rotate.prom)")
+    jobmetrics.add_option(p, "rotate")
     # Tests and drills: the current time, to age hosts without waiting.
-    p.add_argument("--now", type=_time, help=argparse.SUPPRESS)
+    p.add_argument("--now", type=datetime_arg, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
-
-
-def _time(value: str) -> dt.datetime:
-    try:
-        t = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO time: {value!r}") from None
-    if t.tzinfo is not None:
-        t = t.astimezone(dt.UTC).replace(tzinfo=None)
-    return t
 
 
 def _say(msg: str) -> None:
@@ -155,7 +143,7 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
 def _write_metrics(args: argparse.Namespace, cfg: Config, r: Result | None, ok: bool,
                    seconds: float) -> None:
     """Written after failures too: what the run did before failing."""
-    path = Path(args.metrics_file) if args.metrics_file else jobmetrics.default_path(cfg, JOB)
+    path = jobmetrics.path_for(args, cfg, JOB)
     values: dict[str, tuple[str, float]] = {
         "live": ("Live test helpers after the latest rotate run", r.live if r else float("nan")),
         "created": ("Test helpers created by the latest rotate run", r.created if r else 0),

@@ -7,7 +7,6 @@ import logging
 import re
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oonibackend import jobmetrics
@@ -40,9 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="close a postcan above this many bytes of .post files (default 20 MB)")
     p.add_argument("--grace", type=float, default=GRACE_SECONDS, metavar="SECONDS",
                    help="an hour is closed this long after its end (default 300)")
-    p.add_argument("--metrics-file", metavar="FILE",
-                   help="Prometheus text file written at the end "
-                        "(default <data_dir>/metrics/upload.prom)")
+    jobmetrics.add_option(p, "upload")
     p.set_defaults(func=run)
 
 
@@ -70,8 +67,7 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
         return 2
     opts = Options(dry_run=args.dry_run, hour=args.hour, can_bytes=args.can_size,
                    grace=args.grace)
-    metrics = Path(args.metrics_file) if args.metrics_file else \
-        jobmetrics.default_path(cfg, "upload")
+    metrics = jobmetrics.path_for(args, cfg, "upload")
     writer = open_writer(cfg)
     summary = Summary()
     ok = False

@@ -10,14 +10,10 @@ once from the fixture with independent SQL and are hard-coded so that a regressi
 from __future__ import annotations
 
 import datetime as dt
-import json
-import urllib.error
-import urllib.request
-from typing import Any
 
 import pytest
 
-from tests.conftest import Backend
+from tests.readcalls import bad, get, ok
 from tests.readdata import RECENT_DAY
 
 YESTERDAY = RECENT_DAY.isoformat()
@@ -25,30 +21,6 @@ TODAY = RECENT_DAY + dt.timedelta(days=1)
 GROUPS = ["circumvention", "experimental", "im", "legacy", "middlebox", "performance",
           "websites"]
 URL_ITEM_KEYS = {"input", "anomaly_count", "confirmed_count", "failure_count", "total_count"}
-
-
-def get(backend: Backend, path: str) -> tuple[int, Any, dict[str, str]]:
-    try:
-        with urllib.request.urlopen(backend.url + path, timeout=30) as r:
-            return r.status, json.loads(r.read()), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read()), dict(e.headers)
-
-
-def ok(backend: Backend, path: str, max_age: int) -> Any:
-    status, body, headers = get(backend, path)
-    assert status == 200, (path, body)
-    assert headers["Content-Type"].startswith("application/json")
-    assert headers["Cache-Control"] == f"max-age={max_age}", path
-    return body
-
-
-def bad(backend: Backend, path: str) -> str:
-    status, body, headers = get(backend, path)
-    assert status == 400, (path, status, body)
-    assert headers["Content-Type"].startswith("application/json")
-    assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"]
-    return body["error"]
 
 
 def days(first: dt.date, last: dt.date) -> list[str]:

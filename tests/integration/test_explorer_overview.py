@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Backend
+from tests.readcalls import bad, ok
 from tests.readdata import RECENT_DAY, db_exec
 
 TODAY = RECENT_DAY + dt.timedelta(days=1)
@@ -38,31 +39,6 @@ MONTHS = {
     dt.date(2025, 7, 1): (2, 2, 3),
     RECENT_DAY.replace(day=1): (96, 42, 999),
 }
-
-
-def get(backend: Backend, path: str) -> tuple[int, Any, dict[str, str]]:
-    try:
-        with urllib.request.urlopen(backend.url + path, timeout=30) as r:
-            return r.status, json.loads(r.read()), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read()), dict(e.headers)
-
-
-def ok(backend: Backend, path: str, max_age: int) -> Any:
-    status, body, headers = get(backend, path)
-    assert status == 200, (path, body)
-    assert headers["Content-Type"].startswith("application/json")
-    assert headers["Cache-Control"] == f"max-age={max_age}", path
-    return body
-
-
-def bad(backend: Backend, path: str) -> str:
-    status, body, headers = get(backend, path)
-    assert status == 400, (path, status, body)
-    assert headers["Content-Type"].startswith("application/json")
-    assert headers["Cache-Control"] == "no-cache"
-    assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"]
-    return body["error"]
 
 
 def month_window(today: dt.date) -> list[dt.date]:
