@@ -1,6 +1,6 @@
 """Generate N million realistic fastpath rows in the configured database (embedded by default).
 
-The rows are the real OONI rows of shared/reference/fixtures/fastpath_rows.sql used as
+The rows are the real OONI rows of tests/data/fixtures/fastpath_rows.sql used as
 templates (so countries, networks, test names, inputs, scores and anomaly rates follow real
 proportions), spread uniformly over the last `--days` days, each with its own
 measurement_uid, report_id and start times. Generation runs inside ClickHouse

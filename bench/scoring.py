@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fastpath scoring speed on one core: `workers.process.process(raw, uid, fingerprints)` over
-the real measurements in ../shared/samples, with the real fingerprint lists.
+the real measurements in tests/data/samples, with the real fingerprint lists.
 
 Prints measurements/s for the web_connectivity samples alone and for all samples, next to
 OONI's reference figures (1,257/s and 2,144/s per core on a 2-core machine), and the same
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT.parent / "shared" / "samples"
+SAMPLES = ROOT / "tests" / "data" / "samples"
 UID = "20250527233111.802678_ID_webconnectivity_5a37ec909dbf14e3"
 
 

@@ -1,4 +1,4 @@
-"""The read side's test data: the real OONI rows of shared/reference/fixtures, loaded through
+"""The read side's test data: the real OONI rows of tests/data/fixtures, loaded through
 the storage layer (`oonibackend db exec`), plus a "recent" copy for the routes whose windows are
 relative to today.
 

@@ -1,4 +1,4 @@
-"""Blocking-fingerprint matching (spec §3), indexed instead of OONI's linear scan.
+"""Blocking-fingerprint matching (docs/fastpath.md §3), indexed instead of OONI's linear scan.
 
 The reference compares every DNS answer with all 150 DNS fingerprints and searches every HTTP
 body for all ~1300 body patterns, one `str.find` each. Here:

@@ -1,4 +1,5 @@
-"""The pure fastpath pipeline: one received measurement -> rows for ClickHouse (spec §2).
+"""The pure fastpath pipeline: one received measurement -> rows for ClickHouse
+(docs/fastpath.md §2).
 
 Used by the worker pool and the CLI tools (`fastpath score`, `fastpath reprocess`). No I/O, no
 clock, no global state: the same bytes, uid and fingerprints always give the same rows.

@@ -1,7 +1,8 @@
 """`oonibackend fastpath reprocess --start-day D --end-day D [--cc ..] [--testname ..]`.
 
-Re-scores stored raw measurements and writes the rows again (ClickHouse deduplicates, §1.11):
-after a scoring fix, after new fingerprints, or to fill a fresh database from the bucket.
+Re-scores stored raw measurements and writes the rows again (ClickHouse deduplicates,
+docs/fastpath.md §1.11): after a scoring fix, after new fingerprints, or to fill a fresh
+database from the bucket.
 
 For each day in [start, end) the objects under `canned/<YYYY-MM-DD>/` and `raw/<YYYYMMDD>/`
 are listed, filtered (see workers.sources.layout) and read one by one: postcans (uid = member

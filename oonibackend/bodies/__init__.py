@@ -2,7 +2,7 @@
 
 A measurement lives first in the spool of the API host that received it (`spool`), possibly
 another host's (`peers`), and after the hourly upload in a jsonl.gz object indexed by the
-`jsonl` table (`archive`). `lookup` tries them in the order api_inventory §2.7 gives and keeps
+`jsonl` table (`archive`). `lookup` tries them in the order docs/api.md §2.7 gives and keeps
 recently served bodies in a byte-bounded cache (`cache`): bodies never change.
 
 Every source returns the same bytes for a measurement: the JSON object the uploader writes as

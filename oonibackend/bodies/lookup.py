@@ -1,6 +1,6 @@
 """Where to look for a body, in which order, and the app component doing it.
 
-Order (api_inventory §2.7): a measurement with a new-format report id and a uid is "fresh"
+Order (docs/api.md §2.7): a measurement with a new-format report id and a uid is "fresh"
 during the hour after it was received (uid > now - 1 h, as `YYYYmmddHHMM` strings); fresh
 ones are most likely still spooled, so: local spool, other API hosts, archive. Older new-format
 ones are most likely archived: archive, local spool, other hosts. Anything else (legacy report

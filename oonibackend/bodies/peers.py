@@ -1,7 +1,7 @@
 """Bodies in another API host's spool: `GET <host>/measurement_spool/<hour dir>/<uid>.post`.
 
 Every host serves its own spool on that path (routes/measurement_body.py), so the hosts of
-`[server] other_collectors` are peers of each other. The ring (api_inventory §0.1): the
+`[server] other_collectors` are peers of each other. The ring (docs/api.md §0.1): the
 de-duplicated, sorted list rotated so that this host comes first, then this host removed, so
 each host asks the others in a different order and no host gets every first request. An entry
 is a host name (asked over https, as legacy) or a base URL with its scheme (`http://host:port`,

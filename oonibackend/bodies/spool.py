@@ -4,7 +4,7 @@ A `.post` file holds what the probe sent, `{"format": "json", "content": {...}}`
 served is `content` with `measurement_uid` added, serialised exactly as the uploader writes
 its jsonl line, so a measurement reads the same before and after the upload.
 
-Unlike legacy (api_inventory §4 bug 9: a hard-coded /var/lib/ooniapi path), the directory is
+Unlike legacy (docs/api.md §4 bug 9: a hard-coded /var/lib/ooniapi path), the directory is
 the configured `[spool] dir`. Blocking file I/O: call `read_local` from a thread.
 """
 

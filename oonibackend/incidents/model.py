@@ -1,4 +1,4 @@
-"""What a finding may contain, checked strictly (pure; api_inventory.md §2.10).
+"""What a finding may contain, checked strictly (pure; docs/api.md §2.10).
 
 Explorer sends the legacy keys plus `themes` and `slug` (which legacy's exact key check
 refused); on update it resends what show returned minus `update_time` and `mine`.

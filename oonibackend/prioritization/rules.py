@@ -1,6 +1,6 @@
 """URL prioritization, as pure functions: candidates + rules + counts -> ordered URL list.
 
-This is the legacy `prio.py` algorithm (api_inventory §2.1 steps 3-4), with three fixes:
+This is the legacy `prio.py` algorithm (docs/api.md §2.1 steps 3-4), with three fixes:
 
 1. Rules are *net* rules: `url_priorities` is a CollapsingMergeTree, and the legacy code read
    it without collapsing, so a deleted rule whose -1 row had not been merged yet still counted

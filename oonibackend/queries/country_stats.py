@@ -136,7 +136,7 @@ LIMIT %(limit)s OFFSET %(offset)s"""
 def vanilla_tor_stats(probe_cc: str, today: dt.datetime) -> Query:
     """Per-network vanilla_tor results over the last 6 months (up to now).
 
-    Fixes two legacy bugs: the legacy query had no test_name filter (known bug #13: every
+    Fixes two legacy bugs: the legacy query had no test_name filter (docs/api.md §4 bug 13: every
     test of the country was counted as a Tor measurement), and it counted failed measurements
     (msm_failure) as successes (success = total - anomalies); here a success is a measurement
     that is neither anomalous nor failed.

@@ -1,7 +1,7 @@
 """SQL of the measurement routes: the search listing, one measurement's metadata, feedback.
 
 Pure functions: query-string parsing into `ListQuery` (raising APIError 400/403), SQL builders
-returning `(sql, params)`, and the shaping of rows and paging metadata (api_inventory §2.7).
+returning `(sql, params)`, and the shaping of rows and paging metadata (docs/api.md §2.7).
 
 Listing design (the query Explorer's /search page and the "recent measurements" boxes send:
 the newest N in a window, optional filters, ORDER BY measurement_start_time DESC LIMIT N):

@@ -5,8 +5,9 @@ The SQL and the validation of axes and time grain are in `oonibackend.queries.ag
 
 Differences from the legacy route, on purpose:
 * Validation errors are HTTP 400 `{"error": ..., "v": 0}`. Legacy answered some of them with
-  HTTP 200 and the same body (its bug #2); Explorer's MATFetcher treats a body without `result`
-  as an error anyway, so only the status changes, and caches no longer store errors as answers.
+  HTTP 200 and the same body (docs/api.md §4 bug 2); Explorer's MATFetcher treats a body
+  without `result` as an error anyway, so only the status changes, and caches no longer store
+  errors as answers.
 * `time_grain=year` works (yearly buckets `YYYY-01-01`); legacy accepted it and then failed.
 * An empty multi-dimensional CSV is the header line, not an error.
 * Every query carries a cost cap (`[aggregation]` max_execution_time and max_rows_to_read,

@@ -1,4 +1,4 @@
-"""Email login and account roles (api_inventory.md §2.6; Explorer's flow in explorer_client §4).
+"""Email login and account roles (docs/api.md §2.6; Explorer's flow: docs/clients.md Explorer §4).
 
 * POST /api/v1/user_register        {email_address, redirect_to} → emails a one-day login link
 * GET  /api/v1/user_login?k=        the link's token → a session bearer token

@@ -1,4 +1,4 @@
-"""Check-in (api_inventory §2.1): what a probe should run, and where.
+"""Check-in (docs/api.md §2.1): what a probe should run, and where.
 
 POST /api/v1/check-in is the busiest probe call: it geolocates the caller, picks the URL list
 from the in-memory snapshot (no database query on this path) and mints a report id per test.

@@ -1,4 +1,5 @@
-"""Findings ("incidents") for Explorer's findings pages (api_inventory.md §2.10, explorer §1d).
+"""Findings ("incidents") for Explorer's findings pages (docs/api.md §2.10; docs/clients.md,
+Explorer §1d).
 
 * GET  /api/v1/incidents/search?country_code=&theme=&only_mine=   {"incidents": [...], "v": 1}
 * GET  /api/v1/incidents/show/{id or slug}                       {"incident": {...}, "v": 1}

@@ -1,4 +1,4 @@
-"""One measurement: its metadata and its raw body (api_inventory §1.2 #14-16, §2.7).
+"""One measurement: its metadata and its raw body (docs/api.md §1.2 #14-16, §2.7).
 
 * GET /api/v1/measurement_meta   metadata by uid or report id (+ input); `full` adds the body
                                  as a JSON *string* (Explorer's /m/ page, the hottest page)

@@ -1,4 +1,4 @@
-"""What users say about a measurement (api_inventory.md §1.2 #19, #20).
+"""What users say about a measurement (docs/api.md §1.2 #19, #20).
 
 * GET  /api/_/measurement_feedback/{uid}   `{"summary": {status: count}, "user_feedback"?}`
 * POST /api/_/measurement_feedback         `{measurement_uid, status}` (logged in) → `{}`

@@ -1,6 +1,6 @@
 """OONI Run links: the legacy draft routes and the v2 contract of the current probe.
 
-Draft (api_inventory.md §2.11):
+Draft (docs/api.md §2.11):
 * POST /api/_/ooni_run/create[?ooni_run_link_id=N]   {v, ooni_run_link_id}
 * POST /api/_/ooni_run/archive/{id}                   {v}
 * GET  /api/_/ooni_run/fetch/{id}[?creation_time=]    {archived, descriptor, ..., mine, v}

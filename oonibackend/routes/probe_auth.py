@@ -1,4 +1,4 @@
-"""Probe register / login (api_inventory §2.3) and the probe-token check used by config routes.
+"""Probe register / login (docs/api.md §2.3) and the probe-token check used by config routes.
 
 Stateless: register signs a client_id, login exchanges it for a probe token with an expiry.
 """

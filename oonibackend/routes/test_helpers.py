@@ -1,6 +1,6 @@
 """Service discovery: test helpers, collectors and the legacy bouncer.
 
-The addresses are the ones the legacy API hands out (api_inventory §2.2); probes keep the
+The addresses are the ones the legacy API hands out (docs/api.md §2.2); probes keep the
 test-helpers object as their helper list, so its shape and keys are part of the protocol.
 The web-connectivity HTTPS helpers come in a random order per request (crude load
 balancing), the CloudFront front last. They are, in order of precedence: the configured
@@ -53,7 +53,7 @@ COLLECTORS = [ONION_COLLECTOR, HTTPS_COLLECTOR, CLOUDFRONT_COLLECTOR] * 2
 
 def canary_order(helpers: Sequence[str], ip: str) -> list[str]:
     """Deterministic per-client order of helpers whose first entry is a canary (OONI's 0.th
-    rotation, api_inventory §2.2): q = IP as an integer mod 100 (12 when unparsable); q < 10
+    rotation, docs/api.md §2.2): q = IP as an integer mod 100 (12 when unparsable); q < 10
     keeps the order, otherwise the list starts at entry q mod (n-1) + 1. With four helpers the
     canary comes first for 10 % of clients and each other helper for 30 %."""
     try:

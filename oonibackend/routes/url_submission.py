@@ -1,4 +1,4 @@
-"""Test List Editor routes (api_inventory.md §1.2 #29-31, §2.9), for logged-in users:
+"""Test List Editor routes (docs/api.md §1.2 #29-31, §2.9), for logged-in users:
 
 * GET  /api/_/url-submission/test-list/{cc}  {test_list, changes, state, pr_url}
 * POST /api/v1/url-submission/update-url      {country_code, comment, old_entry, new_entry}

@@ -1,4 +1,4 @@
-"""The Test List Editor's backend (api_inventory.md §2.9): per-user edits of the CitizenLab
+"""The Test List Editor's backend (docs/api.md §2.9): per-user edits of the CitizenLab
 test lists in git worktrees, proposed upstream as GitHub pull requests.
 
 * entries.py  - pure: entry validation, `lists/<cc>.csv` parsing/rendering, the changes log

@@ -1,4 +1,4 @@
-"""The per-user editing workflow: CLEAN -> IN_PROGRESS -> PR_OPEN (api_inventory.md §2.9).
+"""The per-user editing workflow: CLEAN -> IN_PROGRESS -> PR_OPEN (docs/api.md §2.9).
 
 Layout under the work directory:
 

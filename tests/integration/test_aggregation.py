@@ -1,6 +1,6 @@
 """GET /api/v1/aggregation and /api/v1/torsf_stats against the real server, real embedded
 ClickHouse and the real fixture rows (tests/readdata.py), with Explorer's own query strings
-(explorer_client.md §1c). Expected numbers were computed once with hand-written SQL on the
+(docs/clients.md Explorer §1c). Expected numbers were computed once with hand-written SQL on the
 fixture, independently of the route's query builder.
 
 Fixture facts used below: 2024-01-01 holds 999 rows all in its first hour, 2024-01-31 one row
@@ -58,7 +58,7 @@ def error(backend: Backend, query: str, status: int = 400) -> str:
     return doc["error"]
 
 
-# ---- Explorer's calls (explorer_client.md §1c) ----
+# ---- Explorer's calls (docs/clients.md Explorer §1c) ----
 
 def test_country_calendar_is_one_row_per_day_with_day_keys(read_backend):
     doc = agg(read_backend, "probe_cc=IT&since=2024-01-01&until=2025-01-01"
@@ -273,7 +273,7 @@ def test_day_week_month_and_year_keys(read_backend):
     assert keys("since=2023-12-01&until=2024-02-01&time_grain=week") == [
         ("2023-12-31", 30), ("2024-01-28", 1)]  # Sundays
     assert keys("since=2023-12-01&until=2024-02-01&time_grain=month") == [("2024-01-01", 31)]
-    # year: legacy accepted it and failed (its bug #3).
+    # year: legacy accepted it and failed (docs/api.md §4 bug 3).
     assert keys("since=2021-01-01&until=2025-01-01&time_grain=year") == [
         ("2021-01-01", 26), ("2024-01-01", 31)]
 
@@ -344,7 +344,7 @@ def test_errors_are_not_cacheable(read_backend):
     assert headers["Cache-Control"] == "no-cache"
 
 
-# ---- validation: 400 JSON {error, v: 0}, never 500 (legacy: 200 for some, its bug #2) ----
+# ---- validation: 400 JSON {error, v: 0}, never 500 (legacy: some 200, docs/api.md §4 bug 2) ----
 
 def test_axis_x_and_y_must_differ(read_backend):
     assert error(read_backend, "axis_x=probe_cc&axis_y=probe_cc") == (

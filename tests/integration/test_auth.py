@@ -1,4 +1,4 @@
-"""The email login end to end, as Explorer does it (explorer_client.md §4), against the real
+"""The email login end to end, as Explorer does it (docs/clients.md Explorer §4), against the real
 server and a real SMTP server (aiosmtpd) on loopback: register, follow the emailed link, use
 and refresh the bearer, roles on the admin routes, forged / expired / expunged tokens."""
 

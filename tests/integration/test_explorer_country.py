@@ -189,7 +189,8 @@ def test_vanilla_tor_stats(read_backend):
 
 
 def test_vanilla_tor_stats_counts_only_vanilla_tor(read_backend):
-    # IT has 30 measurements yesterday, none of them vanilla_tor (legacy bug #13 listed them).
+    # IT has 30 measurements yesterday, none of them vanilla_tor (legacy listed them: docs/api.md
+    # §4 bug 13).
     body = ok(read_backend, "/api/_/vanilla_tor_stats?probe_cc=IT", 0)
     assert body == {"networks": [], "notok_networks": 0, "last_tested": None}
 

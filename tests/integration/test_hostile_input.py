@@ -33,7 +33,7 @@ in the venv: `.venv/bin/schemathesis`, v4). Start a backend with the fixture row
         --include-path-regex "$R1$R2$R3$R4" --checks not_a_server_error \\
         --mode all --max-examples 50 --max-time 400 -w 2 [-H "Authorization: Bearer $ADMIN"]
 
-with SPEC the reference spec (/work/shared/reference/apispec.json) and our own
+with SPEC the legacy spec (tests/data/apispec.json) and our own
 (http://127.0.0.1:PORT/apispec_1.json), each with and without the admin header. Schemathesis
 refuses a few definitions of both (response descriptions that are not strings, response schemas
 it cannot parse, path parameters not declared): run it on a copy with those fixed (descriptions

@@ -1,5 +1,5 @@
-"""Findings as Explorer uses them (explorer_client.md §1d): who sees what, who may change what,
-server-side country and theme filters, slugs, and edits that do not overwrite each other."""
+"""Findings as Explorer uses them (docs/clients.md Explorer §1d): who sees what, who may change
+what, server-side country and theme filters, slugs, and edits that do not overwrite each other."""
 
 from __future__ import annotations
 

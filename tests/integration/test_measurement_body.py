@@ -1,5 +1,5 @@
 """One measurement: measurement_meta, raw_measurement and /api/v1/measurement/{uid}, with the
-body found wherever it really is (api_inventory §2.7):
+body found wherever it really is (docs/api.md §2.7):
 
 * metadata lookups on the fixture rows of `read_backend`;
 * `peer`: `oonibackend run` on embedded defaults (local object store): a measurement submitted

@@ -1,5 +1,5 @@
-"""OONI Run links: the legacy draft routes (api_inventory.md §3.2 test_oonirun.py) and the v2
-contract probe-cli uses (probe_client.md §7), over the real server and embedded database."""
+"""OONI Run links: the legacy draft routes (docs/api.md §3.2, test_oonirun.py) and the v2
+contract probe-cli uses (docs/clients.md Probe §7), over the real server and embedded database."""
 
 from __future__ import annotations
 

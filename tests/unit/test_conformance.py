@@ -1,4 +1,5 @@
-"""Conformance with the reference fastpath on every sample of spec §6 (§6.1, §6.2, §6.6).
+"""Conformance with the reference fastpath on every sample of docs/fastpath.md §6
+(§6.1, §6.2, §6.6).
 
 For each sample file: the `scores` column byte for byte, the derived flags
 (anomaly / confirmed / msm_failure) and `blocking_type`, exactly as the reference stores them.

@@ -1,4 +1,5 @@
-"""The pure pipeline (spec §2.1-§2.5, §2.9, §2.10): exact rows, flags, metadata, hostile input."""
+"""The pure pipeline (docs/fastpath.md §2.1-§2.5, §2.9, §2.10): exact rows, flags, metadata,
+hostile input."""
 
 from __future__ import annotations
 

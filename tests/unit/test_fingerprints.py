@@ -1,4 +1,5 @@
-"""Fingerprint preparation and matching (spec §3), against a literal reference implementation."""
+"""Fingerprint preparation and matching (docs/fastpath.md §3), against a literal reference
+implementation."""
 
 from __future__ import annotations
 

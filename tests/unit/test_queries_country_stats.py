@@ -69,7 +69,7 @@ def test_website_urls_is_web_connectivity_paginated_in_the_legacy_order():
 
 
 def test_vanilla_tor_stats_filters_on_vanilla_tor():
-    # Legacy bug #13: no test_name filter.
+    # Legacy bug 13 (docs/api.md §4): no test_name filter.
     s = rendered(cq.vanilla_tor_stats("BR", dt.datetime(2026, 3, 4)))
     assert "test_name = 'vanilla_tor'" in s
     assert "toDateTime('2026-03-04 00:00:00') - INTERVAL 6 MONTH" in s

@@ -1,4 +1,5 @@
-"""Circumvention rules (§2.7.6, 11-13, 17-20) incl. the §6.4/§6.5 cases, and malformed inputs."""
+"""Circumvention rules (docs/fastpath.md §2.7.6, 11-13, 17-20) incl. the §6.4/§6.5 cases, and
+malformed inputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""score_measurement dispatch (§2.6) and the browser_web rule (§2.7.21)."""
+"""score_measurement dispatch (docs/fastpath.md §2.6) and the browser_web rule (§2.7.21)."""
 
 from __future__ import annotations
 

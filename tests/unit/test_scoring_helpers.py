@@ -1,4 +1,5 @@
-"""§2.8 helper semantics and the nested getters of §6.4 (test_g, test_gn, test_g_or)."""
+"""Helper semantics (docs/fastpath.md §2.8) and the nested getters of §6.4 (test_g, test_gn,
+test_g_or)."""
 
 from __future__ import annotations
 

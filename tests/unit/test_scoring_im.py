@@ -1,4 +1,5 @@
-"""Instant-messaging rules (§2.7.1, 2.7.2, 2.7.5, 2.7.16): branches and malformed inputs."""
+"""Instant-messaging rules (docs/fastpath.md §2.7.1, 2.7.2, 2.7.5, 2.7.16): branches and
+malformed inputs."""
 
 from __future__ import annotations
 

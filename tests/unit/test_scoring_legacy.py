@@ -1,4 +1,5 @@
-"""Legacy rules: http_requests with fingerprints (§2.7.14), dns_consistency, tcp_connect."""
+"""Legacy rules: http_requests with fingerprints (docs/fastpath.md §2.7.14), dns_consistency,
+tcp_connect."""
 
 from __future__ import annotations
 

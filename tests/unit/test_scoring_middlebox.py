@@ -1,4 +1,4 @@
-"""HHFM and HIRL rules (§2.7.3, §2.7.4): branches and malformed inputs."""
+"""HHFM and HIRL rules (docs/fastpath.md §2.7.3, §2.7.4): branches and malformed inputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DASH and NDT rules (§2.7.8, §2.7.10), incl. §6.4 test_score_dash_no_keys."""
+"""DASH and NDT rules (docs/fastpath.md §2.7.8, §2.7.10), incl. §6.4 test_score_dash_no_keys."""
 
 from __future__ import annotations
 

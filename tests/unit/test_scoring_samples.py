@@ -1,4 +1,5 @@
-"""Scores of every shared sample scored by the non-web_connectivity rules (spec §6.1, §6.2, §6.6).
+"""Scores of every sample scored by the non-web_connectivity rules (docs/fastpath.md §6.1, §6.2,
+§6.6).
 
 Comparisons are on `json.dumps` without sorting: key order, 0 vs 0.0 and true vs 1 all matter,
 because the pipeline stores the serialized dict byte for byte.

@@ -1,4 +1,4 @@
-"""Readers of the bucket's file formats, built from the shared samples in tmp dirs."""
+"""Readers of the bucket's file formats, built from the sample measurements in tmp dirs."""
 
 from __future__ import annotations
 

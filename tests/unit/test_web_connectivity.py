@@ -1,4 +1,5 @@
-"""Web Connectivity scoring (spec §2.7.7): samples byte for byte, and every step of the rule."""
+"""Web Connectivity scoring (docs/fastpath.md §2.7.7): samples byte for byte, and every step of
+the rule."""
 
 from __future__ import annotations
 

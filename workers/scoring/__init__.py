@@ -1,4 +1,4 @@
-"""Pure scoring per test family: measurement dict -> scores dict (spec §2.6, §2.7).
+"""Pure scoring per test family: measurement dict -> scores dict (docs/fastpath.md §2.6, §2.7).
 
 `score_measurement` dispatches on the exact `test_name`. The returned dict's key order and
 float/int types are part of the contract: the pipeline serializes it as the `scores` column.

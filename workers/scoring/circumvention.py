@@ -1,4 +1,5 @@
-"""Circumvention tools: vanilla_tor, tor, torsf, meek, psiphon, riseupvpn, openvpn, STUN (§2.7)."""
+"""Circumvention tools: vanilla_tor, tor, torsf, meek, psiphon, riseupvpn, openvpn, STUN
+(docs/fastpath.md §2.7)."""
 
 from __future__ import annotations
 

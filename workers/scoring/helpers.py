@@ -1,4 +1,4 @@
-"""Shared scoring helpers (spec §2.8 and the conventions at the top of the spec).
+"""Shared scoring helpers (docs/fastpath.md §2.8 and its conventions).
 
 The scores dict is serialized in insertion order and compared byte for byte with the reference,
 so every builder returns a *fresh* dict with the reference key order; nothing here is mutable

@@ -1,4 +1,5 @@
-"""Instant-messaging tests: telegram, facebook_messenger, whatsapp, signal (spec §2.7)."""
+"""Instant-messaging tests: telegram, facebook_messenger, whatsapp, signal
+(docs/fastpath.md §2.7)."""
 
 from __future__ import annotations
 

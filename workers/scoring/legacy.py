@@ -1,4 +1,5 @@
-"""Legacy ooniprobe tests: http_requests, dns_consistency, tcp_connect (spec §2.7.9, 14, 15)."""
+"""Legacy ooniprobe tests: http_requests, dns_consistency, tcp_connect
+(docs/fastpath.md §2.7.9, 14, 15)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Middlebox tests: http_header_field_manipulation, http_invalid_request_line (spec §2.7.3-4)."""
+"""Middlebox tests: http_header_field_manipulation, http_invalid_request_line
+(docs/fastpath.md §2.7.3-4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Browser-based test and the fallback for unsupported tests (spec §2.6, §2.7.21)."""
+"""Browser-based test and the fallback for unsupported tests (docs/fastpath.md §2.6, §2.7.21)."""
 
 from __future__ import annotations
 

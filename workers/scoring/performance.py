@@ -1,4 +1,5 @@
-"""Performance tests: dash, ndt (spec §2.7.8, §2.7.10). They measure speed, not blocking."""
+"""Performance tests: dash, ndt (docs/fastpath.md §2.7.8, §2.7.10). They measure speed, not
+blocking."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Web Connectivity scoring (spec §2.7.7), with blocking fingerprints (§3.3, §3.4).
+"""Web Connectivity scoring (docs/fastpath.md §2.7.7), with blocking fingerprints (§3.3, §3.4).
 
 The probe's own verdict (`test_keys.blocking`) is the primary signal; fingerprint matches add
 a `fingerprints` list and, when confirmed for the probe's country or scope, set the locality

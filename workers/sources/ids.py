@@ -4,7 +4,7 @@ Legacy cans and jsonl.gz lines without a `jsonl` table entry carry no measuremen
 fastpath table needs one, and reprocessing the same data twice must give the same uid (so
 ClickHouse deduplicates instead of doubling rows): hence a hash of the raw bytes. The
 leading "01" can never be the start of an API uid (`YYYYmmdd...` from 2012 on), which also
-keeps the receipt-date sanity check away from them (§1.10, §2.4).
+keeps the receipt-date sanity check away from them (docs/fastpath.md §1.10, §2.4).
 """
 
 from __future__ import annotations

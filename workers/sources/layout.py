@@ -1,6 +1,6 @@
 """Where measurements live in the bucket, and which objects a reprocessing run reads.
 
-Two key families (§1.10):
+Two key families (docs/fastpath.md §1.10):
   canned/<YYYY-MM-DD>/<file>                          legacy cans (until 2020-10-21)
   raw/<YYYYMMDD>/<HH>/<CC>/<testname>/<file>          postcans and jsonl.gz (from 2020-10-20)
 

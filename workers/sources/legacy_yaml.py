@@ -1,4 +1,5 @@
-"""Normalisation of legacy YAML reports (ooniprobe 2012-2016) into data format 0.2.0 (§5).
+"""Normalisation of legacy YAML reports (ooniprobe 2012-2016) into data format 0.2.0
+(docs/fastpath.md §5).
 
 Only legacy cans hold YAML. A report is a header document followed by one document per
 entry; each entry becomes a JSON-like measurement with the header merged in, the old
