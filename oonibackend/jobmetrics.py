@@ -1,7 +1,8 @@
 """Metrics of the timer jobs (upload, backup, detect, ...) as Prometheus text files.
 
 A job runs, ends and is gone before anything could scrape it, so each run writes its figures to
-`<data_dir>/metrics/<job>.prom` (atomically) for node_exporter's textfile collector.
+`<data_dir>/metrics/<job>.prom` (atomically) for node_exporter's textfile collector. The text is
+made by prometheus-client, from a registry of its own per run (never the library's global one).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from oonibackend.fileutil import fsync_dir
 
@@ -35,31 +38,43 @@ def path_for(args: argparse.Namespace, cfg: Config, job: str) -> Path:
     return Path(args.metrics_file) if args.metrics_file else default_path(cfg, job)
 
 
-def render(job: str, ok: bool, seconds: float, values: Mapping[str, tuple[str, float]],
-           now: float | None = None) -> str:
-    """`values` maps a metric suffix to (help text, value); every name is
-    `oonibackend_<job>_last_run_<suffix>`, gauges all."""
+def _registry(job: str, ok: bool, seconds: float, values: Mapping[str, tuple[str, float]],
+              now: float | None = None) -> CollectorRegistry:
     base: dict[str, tuple[str, float]] = {
         "timestamp_seconds": (f"End of the latest {job} run", now or time.time()),
         "success": (f"1 when the latest {job} run succeeded", 1 if ok else 0),
         "seconds": (f"Duration of the latest {job} run", round(seconds, 3)),
     }
     base.update(values)
-    lines = []
+    registry = CollectorRegistry()
     for suffix, (help_, v) in base.items():
-        full = f"oonibackend_{job}_last_run_{suffix}"
-        lines += [f"# HELP {full} {help_}", f"# TYPE {full} gauge", f"{full} {v}"]
-    return "\n".join(lines) + "\n"
+        Gauge(f"oonibackend_{job}_last_run_{suffix}", help_, registry=registry).set(v)
+    return registry
+
+
+def render(job: str, ok: bool, seconds: float, values: Mapping[str, tuple[str, float]],
+           now: float | None = None) -> str:
+    """`values` maps a metric suffix to (help text, value); every name is
+    `oonibackend_<job>_last_run_<suffix>`, gauges all."""
+    return generate_latest(_registry(job, ok, seconds, values, now)).decode()
 
 
 def write(path: Path, job: str, ok: bool, seconds: float,
           values: Mapping[str, tuple[str, float]]) -> None:
-    """Write the job's metrics file atomically (the collector never reads half a file)."""
+    """Write the job's metrics file atomically (the collector never reads half a file).
+
+    Not `prometheus_client.write_to_textfile`: it renames its temporary file without an fsync,
+    so a crash could leave an empty file under the final name; this is its temp + rename, with
+    the file's and the directory's fsync."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render(job, ok, seconds, values))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(generate_latest(_registry(job, ok, seconds, values)))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
