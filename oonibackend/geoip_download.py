@@ -61,6 +61,10 @@ class DownloadError(Exception):
     """A database could not be fetched or is not valid; nothing was replaced."""
 
 
+class DownloadLocked(DownloadError):
+    """Another download-geoip holds the lock."""
+
+
 # ---------------------------------------------------------------- pure parts
 
 
@@ -247,6 +251,25 @@ async def download(targets: dict[str, Path], opts: Options,
             p.unlink(missing_ok=True)
 
 
+async def install(cfg: Config, opts: Options,
+                  say: Progress = lambda _m: None) -> dict[str, DbInfo]:
+    """`download` into geoip.cc_db / geoip.asn_db under the download lock, after removing the
+    temporary files of a killed run; DownloadLocked when another download runs, else
+    DownloadError, SourceError or OSError, with the live files untouched."""
+    targets = {"country": cfg.path(cfg.geoip.cc_db), "asn": cfg.path(cfg.geoip.asn_db)}
+    for t in targets.values():
+        t.parent.mkdir(parents=True, exist_ok=True)
+    lock = try_flock(targets["country"].parent / ".download-geoip.lock")
+    if lock is None:
+        raise DownloadLocked("another download-geoip is running")
+    try:
+        for t in targets.values():
+            _remove_stale_temps(t)
+        return await download(targets, opts, say)
+    finally:
+        release_flock(lock)
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -311,28 +334,20 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.timeout <= 0 or args.max_bytes <= 0:
         print(f"{PROG}: --timeout and --max-bytes must be positive", file=sys.stderr)
         return 2
-    targets = {"country": cfg.path(cfg.geoip.cc_db), "asn": cfg.path(cfg.geoip.asn_db)}
-    for t in targets.values():
-        t.parent.mkdir(parents=True, exist_ok=True)
-    lock = try_flock(targets["country"].parent / ".download-geoip.lock")
-    if lock is None:
-        print(f"{PROG}: another download-geoip is running", file=sys.stderr)
-        return 1
     t0 = time.monotonic()
     infos: dict[str, DbInfo] | None = None
     try:
-        for t in targets.values():
-            _remove_stale_temps(t)
         opts = Options(template, months, dry_run=args.dry_run, force=args.force,
                        timeout=args.timeout, max_bytes=args.max_bytes)
-        infos = await download(targets, opts, _say)
+        infos = await install(cfg, opts, _say)
+    except DownloadLocked as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
     except (DownloadError, SourceError) as e:
         print(f"{PROG}: {e}; nothing replaced", file=sys.stderr)
     except OSError as e:
         print(f"{PROG}: {e.strerror or e} ({e.filename or ''}); nothing replaced",
               file=sys.stderr)
-    finally:
-        release_flock(lock)
     seconds = time.monotonic() - t0
     if not args.dry_run:
         _write_metrics(args, cfg, infos, seconds)
