@@ -1,10 +1,11 @@
 """`oonibackend update-fingerprints --source DIR_OR_URL`: refresh the blocking fingerprints.
 
-The fastpath confirms blocking from these tables (§3), so a broken file must never reach
-them: every record is validated first (one bad line aborts with `file:line: message`), the
-rows go into fingerprints_{dns,http}_tmp, are counted, and only then swapped in with
+The fastpath confirms blocking from these tables (docs/fastpath.md §3), so a broken file must
+never reach them: every record is validated first (one bad line aborts with `file:line:
+message`), the rows go into fingerprints_{dns,http}_tmp, are counted, and only then swapped in with
 `EXCHANGE TABLES` (atomic for readers). After the swap the _tmp tables hold the previous
-fingerprints, for inspection or a manual swap back.
+fingerprints, for inspection or a manual swap back, and the `fingerprints` dataset version is
+bumped (oonibackend/storage/versions.py), which a running fastpath notices within seconds.
 
 Sources: a directory with `fingerprints_dns.csv` and `fingerprints_http.csv` (the
 ooni/blocking-fingerprints layout) or with the `fingerprints_dns.json` /
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oonibackend.storage import DatabaseError
+from oonibackend.storage import DatabaseError, versions
 from oonibackend.storage.swap import ImportRefused, check_size
 
 if TYPE_CHECKING:
@@ -316,6 +317,7 @@ async def import_fingerprints(db: Any, fps: FingerprintSet, *, force: bool = Fal
         await db.execute("EXCHANGE TABLES fingerprints_dns AND fingerprints_dns_tmp")
         raise
     say("swapped fingerprints_dns and fingerprints_http with their _tmp tables")
+    await versions.bump(db, versions.FINGERPRINTS)  # the fastpath reloads them at once
     return ImportStats(len(fps.dns), len(fps.http), previous["dns"], previous["http"])
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oonibackend.asnmeta.parse import COLUMNS, MAX_INVALID_FRACTION, AsnmetaParser, ParseStats
-from oonibackend.storage import DatabaseError
+from oonibackend.storage import DatabaseError, versions
 from oonibackend.storage.swap import ImportRefused, check_size
 
 BATCH_SIZE = 10_000
@@ -98,6 +98,7 @@ async def import_asnmeta(db: Any, chunks: AsyncIterable[bytes], *, force: bool =
             await _discard(db)
         raise
     say("swapped asnmeta_tmp and asnmeta")
+    await versions.bump(db, versions.ASNMETA)
     await _discard(db)
     return stats
 

@@ -21,7 +21,7 @@ from oonibackend.backup import catalog, plan
 from oonibackend.backup.backup import Say, mb
 from oonibackend.backup.export import read_json
 from oonibackend.backup.stream import Decompressor, LineCounter, StreamError
-from oonibackend.storage import Database, DatabaseError, sql
+from oonibackend.storage import Database, DatabaseError, sql, versions
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
@@ -135,6 +135,9 @@ async def restore(cfg: Config, db: Database, writer: Writer, table: str, *, run:
             else:
                 await db.execute(f"RENAME TABLE {target} TO {table}")
             swapped = s.replaced = True
+            dataset = versions.DATASET_OF_TABLE.get(table)
+            if dataset is not None:  # running readers reload the restored reference data
+                await versions.bump(db, dataset)
     except BaseException:
         if not swapped:
             try:

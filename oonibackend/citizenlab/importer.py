@@ -4,7 +4,9 @@ The new rows go into `citizenlab_flip`, are counted, and only then swapped in wi
 `EXCHANGE TABLES citizenlab AND citizenlab_flip` (atomic for readers: check-in snapshots see
 either the old or the new list, never a mix). A list that shrank below half of the current
 table is refused unless forced: that is far more often a broken checkout than real news.
-After the swap `citizenlab_flip` holds the previous list, for inspection or a manual swap back.
+After the swap `citizenlab_flip` holds the previous list, for inspection or a manual swap back,
+and the `citizenlab` dataset version is bumped (storage/versions.py): the running API reloads
+check-in's lists within `probe.version_poll` seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from oonibackend.citizenlab.lists import GLOBAL_CC, Entry, ListError, read_lists
+from oonibackend.storage import versions
 from oonibackend.storage.swap import ImportRefused, check_size
 
 COLUMNS = ("domain", "url", "cc", "category_code")
@@ -71,6 +74,7 @@ async def import_citizenlab(db: Any, source_dir: str | Path, *, force: bool = Fa
                             f"{len(entries)}; not swapping")
     await db.execute("EXCHANGE TABLES citizenlab AND citizenlab_flip")
     say("swapped citizenlab and citizenlab_flip")
+    await versions.bump(db, versions.CITIZENLAB)  # check-in reloads its lists at once
     countries = {e.cc for e in entries if e.cc != GLOBAL_CC}
     return ImportStats(files=lists.files, rows=len(entries), countries=len(countries),
                        global_rows=sum(e.cc == GLOBAL_CC for e in entries),

@@ -3,8 +3,11 @@
 Check-in is the busiest probe call, so it must not touch the database: a background task
 loads every citizenlab row, the net url_priorities rules and the last two weeks of
 counters_asn_test_list every `probe.test_list_refresh` seconds into an immutable `Snapshot`.
-A failed refresh is logged and the previous snapshot kept (an empty one if the database was
-never reachable: check-in still answers, with no URLs).
+The same task polls the dataset versions (storage/versions.py) every `probe.version_poll`
+seconds and reloads at once when update-citizenlab or a URL-priority edit bumped theirs, so
+a new list reaches check-in about a second after the import. A failed refresh is logged and
+the previous snapshot kept (an empty one if the database was never reachable: check-in still
+answers, with no URLs).
 
 Computing a list is CPU only and cached for the snapshot's lifetime: priorities per country
 (they do not depend on the network) and the weight ordering per (country, network). Requests
@@ -35,6 +38,7 @@ from oonibackend.prioritization.rules import (
     select,
     weight,
 )
+from oonibackend.storage import versions
 
 log = logging.getLogger("oonibackend.prioritization")
 
@@ -237,15 +241,26 @@ async def load_snapshot(db: Any) -> Snapshot:
     return await asyncio.to_thread(Snapshot.build, citizenlab, rules, counters)
 
 
-class URLListStore:
-    """Holds the current snapshot (app[TEST_LISTS]) and refreshes it."""
+# Datasets whose new version makes the snapshot reload at once.
+WATCHED = (versions.CITIZENLAB, versions.URL_PRIORITIES)
 
-    def __init__(self, db: Any, interval: float, metrics: Any = None) -> None:
+
+class URLListStore:
+    """Holds the current snapshot (app[TEST_LISTS]) and refreshes it.
+
+    `poll` > 0: also reload as soon as a WATCHED dataset version moves (polled every `poll`
+    seconds by `run`); 0: periodic refreshes only.
+    """
+
+    def __init__(self, db: Any, interval: float, metrics: Any = None,
+                 poll: float = 0.0) -> None:
         self.db = db
         self.interval = max(float(interval), 0.1)
+        self.poll = max(float(poll), 0.0)
         self.metrics = metrics
         self.snapshot = Snapshot.empty()
         self.failures = 0
+        self.watcher = versions.Watcher(db, WATCHED, "test lists", log) if self.poll else None
         if metrics is not None:
             metrics.set("test_list_snapshot_age_seconds", self._age,
                         help="Seconds since the URL-list snapshot was loaded")
@@ -259,6 +274,8 @@ class URLListStore:
     async def refresh(self) -> bool:
         """Load a new snapshot; on failure keep the current one. True on success."""
         t0 = time.perf_counter()
+        if self.watcher is not None:
+            await self.watcher.seen()  # before the load: a bump racing with it is not missed
         try:
             snap = await load_snapshot(self.db)
         except asyncio.CancelledError:
@@ -282,11 +299,22 @@ class URLListStore:
                          "seconds": round(time.perf_counter() - t0, 3)})
         return True
 
-    async def run(self) -> None:
-        """Refresh forever, `interval` seconds apart (counted from the end of a load)."""
+    async def run(self, first_delay: float = 0.0) -> None:
+        """Refresh forever, `interval` seconds apart (counted from the end of a load), the
+        first one after `first_delay`; and, when polling, at once after a version change."""
+        due = time.monotonic() + first_delay
         while True:
-            await self.refresh()
-            await asyncio.sleep(self.interval)
+            if time.monotonic() >= due:
+                await self.refresh()
+                due = time.monotonic() + self.interval
+            wait = max(due - time.monotonic(), 0.0)
+            if self.watcher is None:
+                await asyncio.sleep(wait)
+                continue
+            await asyncio.sleep(min(wait, self.poll))
+            if time.monotonic() < due and await self.watcher.changed():
+                log.info("dataset version changed, reloading the test lists")
+                due = time.monotonic()
 
 
 async def url_lists_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -297,12 +325,13 @@ async def url_lists_ctx(app: web.Application) -> AsyncIterator[None]:
     """
     from oonibackend.appkeys import CONFIG, DB, METRICS, TEST_LISTS
 
-    store = URLListStore(app[DB], app[CONFIG].probe.test_list_refresh, app.get(METRICS))
+    probe = app[CONFIG].probe
+    store = URLListStore(app[DB], probe.test_list_refresh, app.get(METRICS),
+                         poll=probe.version_poll)
     app[TEST_LISTS] = store
 
     async def run() -> None:
-        await asyncio.sleep(store.interval)
-        await store.run()
+        await store.run(first_delay=store.interval)
 
     async with refreshing("test-list-refresh", store.refresh, run, FIRST_LOAD_WAIT):
         yield

@@ -1,12 +1,14 @@
-"""URL priority rules of check-in's prioritization (admin; api_inventory.md §1.2 #32/#33).
+"""URL priority rules of check-in's prioritization (admin; docs/api.md §1.2 #32/#33).
 
 * GET  /api/_/url-priorities/list     {"rules": [{category_code, cc, domain, url, priority}]}
 * POST /api/_/url-priorities/update   {old_entry?, new_entry?} → 1
 
 Rules are stored at once (url_priorities is a CollapsingMergeTree: a change is a -1 row for
-the old rule and a +1 row for the new one) and reach check-in at the next refresh of its URL
-snapshot (`probe.test_list_refresh` seconds). Legacy served the list without authentication
-(bug #8) and answered 500 to unknown keys; here both routes are admin-only and bad input is a 400.
+the old rule and a +1 row for the new one) and the `url_priorities` dataset version is bumped,
+so check-in reloads its URL snapshot within `probe.version_poll` seconds (at the latest at the
+periodic refresh, `probe.test_list_refresh`). Legacy served the list without authentication
+(docs/api.md §4 bug 8) and answered 500 to unknown keys; here both routes are admin-only and
+bad input is a 400.
 Concurrent edits within this process are serialised by a lock, so a rule cannot be added twice
 or deleted twice by two admins clicking at once.
 """
@@ -27,6 +29,7 @@ from oonibackend.appkeys import DB
 from oonibackend.errors import APIError
 from oonibackend.prioritization.snapshot import RULES_SQL
 from oonibackend.routes.body import read_json
+from oonibackend.storage import versions
 
 log = logging.getLogger("oonibackend.url_priorities")
 TAGS = ["URL priorities"]
@@ -82,7 +85,7 @@ async def list_rules(request: web.Request) -> web.Response:
 @docs(tags=TAGS, summary="Add, change or delete a URL priority rule (admin)",
       description="Body: `old_entry` (the rule to delete or replace) and/or `new_entry` (the "
                   "rule to add), each `{category_code, cc, domain, url, priority}`; empty text "
-                  "fields mean `*`. Applied by check-in within `probe.test_list_refresh` s.",
+                  "fields mean `*`. Applied by check-in within `probe.version_poll` s.",
       responses={200: {"description": "1"}, 400: {"description": "Invalid or duplicate rule"},
                  404: {"description": "old_entry not found"}})
 async def update_rule(request: web.Request) -> web.Response:
@@ -105,6 +108,7 @@ async def update_rule(request: web.Request) -> web.Response:
             raise APIError("Duplicate rule", 400, err_str="err_duplicate_rule", err_args=new)
         rows = ([{**old, "sign": -1}] if old else []) + ([{**new, "sign": 1}] if new else [])
         await db.insert("url_priorities", rows)
+        await versions.bump(db, versions.URL_PRIORITIES)  # check-in reloads at once
     log.info("url priority rule changed", extra={"old": old, "new": new})
     return jsonutil.response(1, cache=0)
 

@@ -3,7 +3,9 @@
 The main process reads `fingerprints_dns` / `fingerprints_http` through the storage layer
 (workers never touch the database) and hands the rows to the pool, which broadcasts them.
 A failed or malformed load keeps the previous set and is retried after `retry` seconds
-rather than a whole `interval` (at start-up the database may still be coming up).
+rather than a whole `interval` (at start-up the database may still be coming up). With
+`poll` > 0 the `fingerprints` dataset version (oonibackend/storage/versions.py) is checked
+every `poll` seconds, so a finished `update-fingerprints` is in use within about that long.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from oonibackend.metrics import Metrics
-from oonibackend.storage import Database, DatabaseError
+from oonibackend.storage import Database, DatabaseError, versions
 
 log = logging.getLogger("workers.intake.refresh")
 
-# The 8 columns the reference selects (spec §3.1), DNS first.
+# The 8 columns the reference selects (docs/fastpath.md §3.1), DNS first.
 COLUMNS = ("name, scope, other_names, location_found, pattern_type, pattern, "
            "confidence_no_fp, expected_countries")
 TABLES = ("fingerprints_dns", "fingerprints_http")
@@ -30,10 +32,13 @@ Rows = list[dict[str, Any]]
 class FingerprintRefresher:
     def __init__(self, db: Database, interval: float, on_loaded: Callable[[Rows, Rows], None],
                  metrics: Metrics, validate: Callable[[Rows, Rows], object] | None = None,
-                 retry: float = 10.0) -> None:
+                 retry: float = 10.0, poll: float = 0.0) -> None:
         self._db = db
         self.interval = max(1.0, interval)
         self.retry = max(0.1, min(retry, self.interval))
+        self.poll = max(0.0, poll)
+        self.watcher = (versions.Watcher(db, (versions.FINGERPRINTS,), "fingerprints", log)
+                        if self.poll else None)
         self._on_loaded = on_loaded
         self._validate = validate
         self._metrics = metrics
@@ -44,6 +49,8 @@ class FingerprintRefresher:
     async def load(self) -> bool:
         """One load; True when the new set is in use."""
         t0 = time.perf_counter()
+        if self.watcher is not None:
+            await self.watcher.seen()  # before the load: a bump racing with it is not missed
         try:
             dns, http = [await self._db.query(f"SELECT {COLUMNS} FROM {t}",
                                               settings={"priority": 5}) for t in TABLES]
@@ -62,8 +69,19 @@ class FingerprintRefresher:
                                                "seconds": round(time.perf_counter() - t0, 3)})
         return True
 
-    async def run(self) -> None:
-        """Load now, then keep the set fresh (until cancelled)."""
+    async def run(self, first_delay: float = 0.0) -> None:
+        """Load after `first_delay`, then keep the set fresh (until cancelled): every
+        `interval` seconds, and at once when the fingerprints version moves."""
+        due = time.monotonic() + first_delay
         while True:
-            ok = await self.load()
-            await asyncio.sleep(self.interval if ok else self.retry)
+            if time.monotonic() >= due:
+                ok = await self.load()
+                due = time.monotonic() + (self.interval if ok else self.retry)
+            wait = max(due - time.monotonic(), 0.0)
+            if self.watcher is None:
+                await asyncio.sleep(wait)
+                continue
+            await asyncio.sleep(min(wait, self.poll))
+            if time.monotonic() < due and await self.watcher.changed():
+                log.info("fingerprints version changed, reloading")
+                due = time.monotonic()
