@@ -141,6 +141,13 @@ def request_ip(request: web.Request) -> str:
     return str(request_address(request))
 
 
+def from_trusted_proxy(request: web.Request) -> bool:
+    """Whether the TCP peer is one of the app's trusted proxies, whose X-Forwarded-* headers
+    may be believed (a peer without an IP address, e.g. a Unix socket, is not)."""
+    peer = parse_ip(request.remote)
+    return peer is not None and peer in trusted_set(request.app)
+
+
 def network_key(ip: str | IPAddress) -> bytes:
     """The network an address is metered as: b"4" + first 3 bytes (/24) for IPv4, b"6" + first
     6 bytes (/48) for IPv6; IPv4-mapped IPv6 counts as IPv4. ValueError for a non-address."""

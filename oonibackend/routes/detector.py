@@ -16,9 +16,10 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
-from oonibackend.appkeys import CONFIG, DB
+from oonibackend.appkeys import DB
 from oonibackend.detector import feed
 from oonibackend.errors import APIError
+from oonibackend.routes.links import base_url
 from oonibackend.routes.params import Query
 
 TAGS = ["Detector"]
@@ -104,7 +105,7 @@ async def events(request: web.Request) -> web.Response:
     headers = {"Vary": "Accept"}
     if not atom:
         return jsonutil.response(feed.render_json(rows), cache=CACHE_SECONDS, headers=headers)
-    base = request.app[CONFIG].server.base_url
+    base = base_url(request)
     self_url = urllib.parse.urljoin(base, PATH.lstrip("/"))
     if request.rel_url.raw_query_string:
         self_url += "?" + request.rel_url.raw_query_string

@@ -28,6 +28,7 @@ from oonibackend.appkeys import CONFIG, DB, READ_CACHE
 from oonibackend.errors import APIError
 from oonibackend.queries import country_grids as grids
 from oonibackend.queries import country_stats as cq
+from oonibackend.routes.links import base_url
 from oonibackend.routes.params import MAX_OFFSET, Query, today
 
 TAGS = ["Explorer (private)"]
@@ -188,8 +189,8 @@ async def website_urls(request: web.Request) -> web.Response:
     rows = []
     if offset < total_count:
         rows = await _rows(request, cq.website_urls(cc, asn, since, until, limit, offset))
-    meta = grids.website_urls_metadata(request.app[CONFIG].server.base_url, cc, asn, limit,
-                                       offset, total_count, len(rows))
+    meta = grids.website_urls_metadata(base_url(request), cc, asn, limit, offset,
+                                       total_count, len(rows))
     return _response({"metadata": meta, "results": rows}, 3600)
 
 

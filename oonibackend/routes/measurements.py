@@ -1,4 +1,4 @@
-"""GET /api/v1/measurements: the search listing (api_inventory §1.2 #17, §2.7).
+"""GET /api/v1/measurements: the search listing (docs/api.md §1.2 #17, §2.7).
 
 Explorer's /search page and the country/ASN/domain "recent measurements" boxes; researchers
 page through it with the absolute `metadata.next_url`. Parameter parsing and SQL are in
@@ -16,6 +16,7 @@ from oonibackend import jsonutil
 from oonibackend.appkeys import CONFIG, DB
 from oonibackend.queries import measurements as mq
 from oonibackend.routes import params
+from oonibackend.routes.links import base_url
 from oonibackend.routes.params import Query
 
 TAGS = ["measurements"]
@@ -27,11 +28,6 @@ OKHTTP_ANSWER = {
                  "pages": 1, "query_time": 0.001},
     "results": [{"measurement_url": ""}],
 }
-
-
-def base_url(request: web.Request) -> str:
-    b = request.app[CONFIG].server.base_url
-    return b if b.endswith("/") else b + "/"
 
 
 def _q(name: str, description: str, type_: str = "string") -> dict[str, str]:

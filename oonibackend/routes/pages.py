@@ -1,15 +1,25 @@
-"""Operational and legacy pages: landing page, health, robots.txt, metrics, old redirects."""
+"""Operational and legacy pages: landing page, robots.txt, metrics, version, old
+redirects."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp_apispec import docs
 
-from oonibackend.appkeys import METRICS
+from oonibackend import __version__, jsonutil
+from oonibackend.appkeys import CONFIG, METRICS
+from oonibackend.clientip import AddressSet, parse_ip
 from oonibackend.errors import APIError
+
+# Who may scrape /metrics (`server.metrics_allow`), parsed once by `setup`.
+METRICS_ALLOW = web.AppKey("metrics_allow", AddressSet)
+# Written into the package directory by the build (e.g. a git describe or CI run id).
+BUILD_LABEL = Path(__file__).resolve().parents[1] / "BUILD_LABEL"
 
 EXPLORER = "https://explorer.ooni.org"
 _DAY = re.compile(r"^\d{4}-[0-1]\d-[0-3]\d$")
@@ -40,20 +50,48 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=LANDING, content_type="text/html")
 
 
-@docs(summary="Health check")
-async def health(request: web.Request) -> web.Response:
-    return web.Response(text="UP")
-
-
 @docs(summary="Robots.txt")
 async def robots(request: web.Request) -> web.Response:
     return web.Response(text=ROBOTS, headers={"Cache-Control": "max-age=86400"})
 
 
+def metrics_allowed(request: web.Request) -> bool:
+    """Whether the TCP peer may read /metrics: anyone when `server.metrics_allow` is empty,
+    else only its addresses / networks. X-Forwarded-For is not consulted: a proxy's own
+    address would otherwise let the whole Internet through."""
+    allow = request.app.get(METRICS_ALLOW)
+    if allow is None:  # an app built without `setup`
+        allow = AddressSet(request.app[CONFIG].server.metrics_allow)
+    if not allow:
+        return True
+    peer = parse_ip(request.remote)
+    return peer is not None and peer in allow
+
+
+@functools.cache
+def build_label() -> str | None:
+    """The stripped contents of the package's BUILD_LABEL file, None without one."""
+    try:
+        return BUILD_LABEL.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@docs(summary="Version of this backend",
+      responses={200: {"description": '{"version": "<x.y.z>", "build_label": "<label or '
+                                      'null>", "package_name": "oonibackend"}'}})
+async def version(request: web.Request) -> web.Response:
+    return jsonutil.response({"version": __version__, "build_label": build_label(),
+                              "package_name": "oonibackend"},
+                             headers={"Cache-Control": "no-cache"})
+
+
 async def metrics(request: web.Request) -> web.Response:
+    if not metrics_allowed(request):
+        raise APIError("Forbidden", 403)
+    m = request.app[METRICS]
     return web.Response(
-        text=request.app[METRICS].render(), content_type="text/plain", charset="utf-8",
-        headers={"Cache-Control": "no-cache"},
+        text=m.render(), headers={"Content-Type": m.content_type, "Cache-Control": "no-cache"},
     )
 
 
@@ -104,10 +142,12 @@ async def legacy_report_file(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    # An invalid entry stops the server at start-up rather than opening /metrics to anyone.
+    app[METRICS_ALLOW] = AddressSet(app[CONFIG].server.metrics_allow)
     app.router.add_get("/", index)
-    app.router.add_get("/health", health)
     app.router.add_get("/robots.txt", robots)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/version", version)
     app.router.add_get("/api/", api_root)
     for p in ("/stats", "/files", "/files/by_date", "/files/by_country"):
         app.router.add_get(p, legacy_redirect)

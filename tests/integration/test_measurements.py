@@ -1,5 +1,6 @@
 """GET /api/v1/measurements against the real server and the real fixture rows (`read_backend`),
-with Explorer's own query strings (explorer_client.md §1b) and legacy's behaviours (§2.7).
+with Explorer's own query strings (docs/clients.md Explorer §1b) and legacy's behaviours
+(docs/api.md §2.7).
 
 Expected numbers were computed once with independent SQL on the fixture (tests/readdata.py):
 the 999 rows of 2024-01-01 (808 not failed) are also the "recent copy" on RECENT_DAY, so the
@@ -402,3 +403,57 @@ async def test_listing_shows_only_the_current_version(writable):
     pages = list(follow(writable, window + "&limit=1"))
     assert [r["measurement_uid"] for p in pages for r in p["results"]] == [
         other, resent, rescored]
+
+
+# ---- links without server.base_url ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """A backend without server.base_url (the default): links follow the request's host."""
+    b = Backend(tmp_path_factory.mktemp("measurements-hostless"), {
+        "fastpath": {"enabled": False}, "quotas": {"enabled": False}}).start()
+    yield b
+    b.stop()
+
+
+async def test_links_follow_the_request_host_without_base_url(hostless):
+    """Two rows of yesterday (in the default 30-day window): limit=1 gives a next_url and a
+    measurement_url, both on the host the client asked, or the trusted proxy forwarded."""
+    day = RECENT_DAY.strftime("%Y%m%d")
+    rows = [fastpath_row(f"{day}120000.000001_IT_webconnectivity_00000000000000d{i}",
+                         f"{RECENT_DAY.isoformat()}T11:59:0{i}", "f",
+                         input=f"https://example{i}.org/", domain=f"example{i}.org")
+            for i in (1, 2)]
+    db = HTTPDatabase(config.load(str(hostless.config), data_dir=str(hostless.data_dir)))
+    try:
+        await db.insert("fastpath", rows)
+    finally:
+        await db.close()
+
+    def links(headers: dict[str, str]) -> list[str]:
+        body = listing(hostless, "limit=1", headers)
+        return [body["metadata"]["next_url"], body["results"][0]["measurement_url"]]
+
+    nxt, msm = links({"Host": "probe.example.net:8080"})
+    assert nxt.startswith("http://probe.example.net:8080/api/v1/measurements?")
+    assert msm.startswith("http://probe.example.net:8080/api/v1/raw_measurement?")
+    # the test client is on loopback, a trusted proxy by default
+    for url in links({"Host": "127.0.0.1", "X-Forwarded-Host": "api.example.net",
+                      "X-Forwarded-Proto": "https"}):
+        assert url.startswith("https://api.example.net/"), url
+    # a Host that is not a plain host[:port] gives the listen address, never a 500
+    for url in links({"Host": "evil.example/x?"}):
+        assert url.startswith(f"http://127.0.0.1:{urllib.parse.urlsplit(hostless.url).port}/")
+
+    # the other absolute links: website_urls' next_url and the detector feed's self link
+    status, _, body = fetch(hostless, "/api/_/website_urls?probe_cc=IT&probe_asn=AS3269"
+                                      "&limit=1", {"Host": "probe.example.net:8080"})
+    assert status == 200, body
+    assert body["metadata"]["next_url"].startswith(
+        "http://probe.example.net:8080/api/_/website_urls?")
+    req = urllib.request.Request(hostless.url + "/api/v1/detector/events?format=atom",
+                                 headers={"Host": "probe.example.net:8080"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        atom = r.read().decode()
+    assert 'href="http://probe.example.net:8080/api/v1/detector/events?format=atom"' in atom
