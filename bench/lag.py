@@ -2,7 +2,7 @@
 """End-to-end lag: API answered -> fastpath row queryable, at a fixed submission rate.
 
 Starts `oonibackend run` (embedded chdb, real fastpath) in a temporary directory, submits real
-measurements from ../shared/samples through `POST /report/<id>` at --rate per second for
+measurements from tests/data/samples through `POST /report/<id>` at --rate per second for
 --duration seconds, then reads each row's `update_time` (when ClickHouse stored it) and
 compares it with the moment the API answered. Prints the achieved rate, p50/p90/p99/max lag
 and how many rows arrived.
@@ -63,11 +63,10 @@ async def submit(base: str, rid: str, bodies: list[bytes], rate: float, duration
     return answered
 
 
-async def collect(db_url: str, answered: dict[str, float], timeout: float) -> dict[str, float]:
-    from oonibackend import config, storage
+async def collect(cfg, answered: dict[str, float], timeout: float) -> dict[str, float]:
+    from oonibackend import storage
 
-    cfg = config.load(None, **{"database.driver": "http", "database.url": db_url})
-    db = storage.connect(cfg)
+    db = storage.connect(cfg)  # the running instance's database owner
     stored: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     uids = list(answered)
@@ -94,14 +93,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of submission")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="oonilag-"))
-    api_port, owner_port, fp_port = free_port(), free_port(), free_port()
+    api_port, fp_port = free_port(), free_port()
     (tmp / "lag.toml").write_text(f"""
 [server]
 port = {api_port}
-[database]
-owner_port = {owner_port}
 [fastpath]
-urls = ["http://127.0.0.1:{fp_port}/"]
 port = {fp_port}
 [quotas]
 enabled = false
@@ -114,7 +110,6 @@ level = "WARNING"
     try:
         base = f"http://127.0.0.1:{api_port}"
         wait_http(base + "/health")
-        wait_http(f"http://127.0.0.1:{fp_port}/")
         # Measurements dated now: the fastpath flags ones older than a day as bad dates.
         now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
         bodies = []
@@ -130,7 +125,10 @@ level = "WARNING"
         t0 = time.monotonic()
         answered = asyncio.run(submit(base, rid, bodies, args.rate, args.duration))
         achieved = len(answered) / (time.monotonic() - t0)
-        stored = asyncio.run(collect(f"http://127.0.0.1:{owner_port}", answered, 120))
+        from oonibackend import config
+
+        cfg = config.load(str(tmp / "lag.toml"), data_dir=str(tmp / "var"))
+        stored = asyncio.run(collect(cfg, answered, 120))
         lags = [stored[u] - answered[u] for u in stored]
         print(f"submitted {len(answered)} at {achieved:.0f}/s (asked {args.rate:.0f}/s); "
               f"rows stored: {len(stored)}")

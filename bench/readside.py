@@ -143,13 +143,11 @@ def main() -> int:
 
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    api_port, owner_port = free_port(), free_port()
+    api_port = free_port()
     conf = Path(tempfile.mkdtemp(prefix="oonibench-read-")) / "bench.toml"
     conf.write_text(f"""
 [server]
 port = {api_port}
-[database]
-owner_port = {owner_port}
 [fastpath]
 enabled = false
 [quotas]

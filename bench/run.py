@@ -3,10 +3,10 @@
 
 Starts `oonibackend run` on embedded defaults in a temporary directory (quotas on, with a
 budget large enough for the run), seeds the CitizenLab list and URL priorities from the
-reference fixtures, starts a bare aiohttp "hello" server as the baseline (it also acts as the
-fastpath sink), then drives each scenario with wrk (Debian package `wrk`):
+test fixtures (tests/data/fixtures), starts a bare aiohttp "hello" server as the baseline (it
+also acts as the fastpath sink), then drives each scenario with wrk (Debian package `wrk`):
 
-    submit        POST /report/<report_id> with real measurements from ../shared/samples
+    submit        POST /report/<report_id> with real measurements from tests/data/samples
     check-in      POST /api/v1/check-in as the real probe sends it
     test-helpers  GET /api/v1/test-helpers
     collectors    GET /api/v1/collectors
@@ -33,9 +33,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SAMPLES = SHARED / "samples"
-FIXTURES = SHARED / "reference" / "fixtures"
+DATA = ROOT / "tests" / "data"
+SAMPLES = DATA / "samples"
+FIXTURES = DATA / "fixtures"
 
 CHECKIN_BODY = {
     "charging": True, "on_wifi": True, "platform": "linux", "probe_asn": "AS12874",
@@ -185,7 +185,7 @@ def run_wrk(url: str, path: str, bodies: list[Path], args: argparse.Namespace,
     return parse_wrk(out)
 
 
-def seed(db_url: str) -> None:
+def seed(conf: Path, data_dir: Path) -> None:
     """Load the reference CitizenLab rows and URL priorities into the embedded database."""
     sys.path.insert(0, str(ROOT))
     import asyncio
@@ -193,8 +193,8 @@ def seed(db_url: str) -> None:
     from oonibackend import config, storage
 
     async def go() -> None:
-        cfg = config.load(None, **{"database.driver": "http", "database.url": db_url})
-        db = storage.connect(cfg)
+        cfg = config.load(str(conf), data_dir=str(data_dir))
+        db = storage.connect(cfg)  # the running instance's database owner
         rows = []
         for item in json.loads((FIXTURES / "citizenlab.json").read_text()):
             host = re.sub(r"^https?://([^/:]+).*$", r"\1", item["url"])
@@ -227,12 +227,10 @@ def main() -> int:
         return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="oonibench-"))
-    api_port, owner_port, bare_port = free_port(), free_port(), free_port()
+    api_port, bare_port = free_port(), free_port()
     (tmp / "bench.toml").write_text(f"""
 [server]
 port = {api_port}
-[database]
-owner_port = {owner_port}
 [fastpath]
 urls = ["http://127.0.0.1:{bare_port}/"]
 enabled = false
@@ -255,7 +253,7 @@ level = "WARNING"
         base = f"http://127.0.0.1:{api_port}"
         wait_http(base + "/health")
         wait_http(f"http://127.0.0.1:{bare_port}/")
-        seed(f"http://127.0.0.1:{owner_port}")
+        seed(tmp / "bench.toml", tmp / "var")
         time.sleep(3)  # let the check-in snapshot pick the seeded lists up
         script = tmp / "bench.lua"
         script.write_text(WRK_LUA)

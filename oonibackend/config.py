@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Longest Unix socket path Linux accepts (sun_path is 108 bytes with the final NUL).
+MAX_SOCKET_PATH = 107
+
 
 class ConfigError(Exception):
     """Raised for an unreadable config file or an unknown / mistyped key."""
@@ -24,8 +27,9 @@ class ConfigError(Exception):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    # Public base URL, used in links the API hands out (next_url, measurement_url).
-    base_url: str = "https://api.ooni.io/"
+    # Public base URL, used in links the API hands out (next_url, measurement_url). Empty:
+    # taken from each request (Host, or X-Forwarded-Host/-Proto from a trusted proxy).
+    base_url: str = ""
     # Collector id: the `n<id>` part of report ids; one character in production.
     collector_id: str = "1"
     # Name of this host in `other_collectors` (defaults to the machine's FQDN).
@@ -33,8 +37,14 @@ class ServerConfig:
     # Sibling API hosts that may hold fresh measurements in their spool (read side): host
     # names (asked over https) or base URLs such as http://10.0.0.2:8000.
     other_collectors: list[str] = field(default_factory=list)
+    # Key of the instance's internal channels (database owner, fastpath feeder). Empty:
+    # generated once into data_dir/internal_key. Hosts of one deployment share it.
+    internal_key: str = ""
     # X-Real-IP / X-Forwarded-For are trusted only when the TCP peer is one of these.
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Addresses / networks allowed to GET /metrics, matched against the TCP peer (never
+    # X-Forwarded-For). Empty: anyone.
+    metrics_allow: list[str] = field(default_factory=list)
     # Largest accepted request body, in bytes (after decompression for measurements).
     max_body_size: int = 16 * 1024 * 1024
     # Origins allowed for credentialed CORS (regular expressions).
@@ -59,10 +69,10 @@ class DatabaseConfig:
     database: str = "default"
     user: str = "default"
     password: str = ""
-    # Embedded owner: chdb directory and the loopback port of its HTTP interface.
+    # Embedded owner: chdb directory and the Unix socket of its HTTP interface (both under
+    # data_dir, so every instance has its own and jobs find it from --data-dir alone).
     path: str = "db"
-    owner_host: str = "127.0.0.1"
-    owner_port: int = 8123
+    owner_socket: str = "run/db.sock"
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     # Sent as the ClickHouse setting `max_execution_time` on reads (seconds).
@@ -82,12 +92,15 @@ class SpoolConfig:
     checkpoint_interval: float = 10.0
     # Threads creating .post files (creation waits on the filesystem journal, not the CPU).
     file_threads: int = 2
+    # /health fails (503) when the spool's filesystem has less free space than this (MiB).
+    min_free_mb: int = 100
 
 
 @dataclass
 class FastpathConfig:
-    # Local endpoints that accept POST /<measurement_uid>; tried in order.
-    urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8472/"])
+    # Feeders that accept POST /<measurement_uid>, tried in order. Empty: this instance's
+    # own fastpath at host:port below (the one source of the wiring; --fastpath-port).
+    urls: list[str] = field(default_factory=list)
     # Simultaneous deliveries in flight.
     concurrency: int = 8
     timeout: float = 10.0
@@ -114,6 +127,9 @@ class FastpathConfig:
     insert_retry_max: float = 30.0
     # Seconds between reloads of the fingerprint tables.
     fingerprint_refresh: float = 3600.0
+    # Seconds between polls of the fingerprints dataset version: a finished
+    # update-fingerprints is in use within about this long (0: periodic reloads only).
+    fingerprint_poll: float = 1.0
 
 
 @dataclass
@@ -132,7 +148,8 @@ class QuotasConfig:
     whitelist: list[str] = field(default_factory=lambda: ["37.218.245.43", "37.218.242.149"])
     # Exact paths and path prefixes (ending in "*") that are never metered.
     unmetered: list[str] = field(
-        default_factory=lambda: ["/", "/health", "/metrics", "/report*", "/api/v1/submit_measurement"]
+        default_factory=lambda: ["/", "/health", "/metrics", "/version", "/report*",
+                                 "/api/v1/submit_measurement"]
     )
     # How often pending charges are written to LMDB (seconds).
     flush_interval: float = 1.0
@@ -168,6 +185,9 @@ class ProbeConfig:
     tor_targets_file: str = "tor_targets.json"
     # Seconds between refreshes of the in-memory URL-list snapshot used by check-in.
     test_list_refresh: float = 60.0
+    # Seconds between polls of the dataset versions: a finished update-citizenlab or a
+    # URL-priority edit reaches check-in within about this long (0: periodic refresh only).
+    version_poll: float = 1.0
     # Web-connectivity helpers in OONI's canary rotation (the first one is the canary, first
     # for 10 % of clients), e.g. ["https://0.th.ooni.org", ..., "https://3.th.ooni.org"].
     # Empty: the two legacy helpers in a random order per request.
@@ -377,8 +397,8 @@ class GithubConfig:
 @dataclass
 class LoggingConfig:
     level: str = "INFO"
-    # "json" (one object per line) or "text".
-    format: str = "json"
+    # "auto" (text when stderr is a terminal, else JSON), "text" or "json" (one object per line).
+    format: str = "auto"
 
 
 @dataclass
@@ -438,11 +458,36 @@ class Config:
             os.unlink(tmp)
             return f.read_text().strip()
 
+    def internal_key(self) -> str:
+        """The key the instance's own processes present to its database owner and feeder."""
+        return self.secret("internal_key", self.server.internal_key)
+
+    def db_password(self) -> str:
+        """The database password; the embedded owner's defaults to the internal key."""
+        d = self.database
+        if d.driver == "embedded" and not d.password:
+            return self.internal_key()
+        return d.password
+
+    def owner_socket(self) -> Path:
+        return self.path(self.database.owner_socket)
+
     def db_url(self) -> str:
-        """URL of the database for clients (the owner's HTTP interface when embedded)."""
+        """URL of the database for clients (the owner's socket, in a URL, when embedded)."""
         if self.database.driver == "embedded":
-            return f"http://{self.database.owner_host}:{self.database.owner_port}"
+            return f"http+unix://{self.owner_socket()}"
         return self.database.url
+
+    def fastpath_urls(self) -> list[str]:
+        """Where the API delivers measurements: `fastpath.urls`, else this instance's own
+        fastpath at fastpath.host:port (a wildcard listen address is reached on loopback)."""
+        fp = self.fastpath
+        if fp.urls:
+            return [u.rstrip("/") + "/" for u in fp.urls]
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(fp.host, fp.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return [f"http://{host}:{fp.port}/"]
 
 
 def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
@@ -493,6 +538,13 @@ def load(path: str | None = None, **overrides: Any) -> Config:
     cfg.data_dir = os.path.abspath(cfg.data_dir)
     if cfg.database.driver not in ("embedded", "http", "native"):
         raise ConfigError("database.driver must be embedded, http or native")
+    if cfg.logging.format not in ("auto", "text", "json"):
+        raise ConfigError("logging.format must be auto, text or json")
     if cfg.database.driver != "embedded" and not cfg.database.url:
         raise ConfigError(f"database.url is required with driver {cfg.database.driver}")
+    sock = os.fsencode(cfg.owner_socket())
+    if cfg.database.driver == "embedded" and len(sock) > MAX_SOCKET_PATH:
+        raise ConfigError(f"database.owner_socket {cfg.owner_socket()} is {len(sock)} bytes, "
+                          f"longer than a Unix socket path may be ({MAX_SOCKET_PATH}): "
+                          "set it to a shorter absolute path")
     return cfg

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 
 import uvloop
 from aiohttp import web
 
 from oonibackend.config import Config
+from oonibackend.exitcodes import EXIT_CANNOT_LISTEN
 
 log = logging.getLogger("oonibackend.serve")
 
@@ -22,12 +24,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=serve)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before the app starts so that a taken address is one clear
+    error. No SO_REUSEPORT: a second API on the same port must fail, not share the probes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 def serve(args: argparse.Namespace, cfg: Config) -> int:
     from oonibackend.app import make_app
 
+    host, port = cfg.server.host, cfg.server.port
+    try:
+        sock = listen(host, port)
+    except OSError as e:
+        log.error("API cannot listen on %s:%s: %s", host, port, e.strerror or e)
+        return EXIT_CANNOT_LISTEN
     uvloop.install()
     app = make_app(cfg)
-    log.info("API listening", extra={"host": cfg.server.host, "port": cfg.server.port})
-    web.run_app(app, host=cfg.server.host, port=cfg.server.port, access_log=None,
-                print=None, shutdown_timeout=10.0, reuse_port=True)
+    log.info("API listening", extra={"host": host, "port": port})
+    web.run_app(app, sock=sock, access_log=None, print=None, shutdown_timeout=10.0)
     return 0

@@ -162,37 +162,50 @@ class ClickHouseServer:
 
 
 class OwnerProcess:
-    """`python -m oonibackend.storage.owner` as a real subprocess on a free port."""
+    """`python -m oonibackend.storage.owner` as a real subprocess, on the Unix socket of its
+    data directory; `request` talks to it with the instance's key."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, password: str = "") -> None:
+    def __init__(self, data_dir: Path, password: str = "") -> None:
         self.data_dir = Path(data_dir)
-        self.port = port or free_port()
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = self.data_dir / f"owner-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.log = self.data_dir / "owner.log"
+        self.config_file = self.data_dir / "owner.toml"
 
     def config(self):  # -> oonibackend.config.Config
         from oonibackend import config
 
         return config.load(None, data_dir=str(self.data_dir),
-                           **{"database.owner_port": self.port,
-                              "database.password": self.password or None})
+                           **{"database.password": self.password or None})
+
+    @property
+    def socket(self) -> str:
+        return str(self.config().owner_socket())
+
+    @property
+    def key(self) -> str:
+        return self.config().db_password()
+
+    def request(self, method: str, path: str = "/", body: bytes | None = None,
+                key: str | None = None, **params: str) -> tuple[int, bytes]:
+        """(status, body); with the instance's key unless `key` is given ("" for none)."""
+        from tests.unixhttp import request
+
+        key = self.key if key is None else key
+        headers = {"X-ClickHouse-Key": key} if key else {}
+        return request(self.socket, method, path, body, params, headers)
 
     def spawn(self) -> subprocess.Popen[bytes]:
         import sys
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cfg_file = self.data_dir / f"owner-{self.port}.toml"
         pw = self.password.replace("\\", "\\\\").replace('"', '\\"')
-        cfg_file.write_text(f'[database]\npassword = "{pw}"\n[logging]\nformat = "text"\n')
+        self.config_file.write_text(f'[database]\npassword = "{pw}"\n'
+                                    '[logging]\nformat = "text"\n')
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oonibackend.storage.owner", "--config", str(cfg_file),
-                 "--data-dir", str(self.data_dir), "--port", str(self.port)],
+                [sys.executable, "-m", "oonibackend.storage.owner", "--config",
+                 str(self.config_file), "--data-dir", str(self.data_dir)],
                 stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
         return self.proc
@@ -204,9 +217,8 @@ class OwnerProcess:
             if proc.poll() is not None:
                 raise RuntimeError(f"owner exited with {proc.returncode}:\n{self.output()}")
             try:
-                with urllib.request.urlopen(self.url + "/ping", timeout=1) as r:
-                    if r.status == 200:
-                        return self
+                if self.request("GET", "/ping", key="")[0] == 200:
+                    return self
             except OSError:
                 time.sleep(0.05)
         self.stop(signal.SIGKILL)

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from oonibackend import storage
 from oonibackend.config import Config
+from oonibackend.exitcodes import EXIT_CANNOT_LISTEN, EXIT_LOCKED
 from oonibackend.metrics import Metrics
 from workers.intake.feeder import Feeder
 from workers.intake.pool import FINGERPRINTS_REF, PROCESS_REF, Pool
@@ -76,8 +77,9 @@ class Service:
             validate = factory.from_rows
         self.refresher = FingerprintRefresher(
             self.db, fp.fingerprint_refresh, self.pool.set_fingerprints, self.metrics,
-            validate=validate)
-        self.feeder = Feeder(self.queue, self.metrics, cfg.server.max_body_size)
+            validate=validate, poll=fp.fingerprint_poll)
+        self.feeder = Feeder(self.queue, self.metrics, cfg.server.max_body_size,
+                             cfg.internal_key())
         self.stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._test_names: set[str] = set()
@@ -163,7 +165,7 @@ class Service:
         except QueueLocked as e:
             log.error(str(e))
             await self.db.close()
-            return 1
+            return EXIT_LOCKED
         runner: web.AppRunner | None = None
         background: list[asyncio.Task[Any]] = []
         try:
@@ -179,7 +181,12 @@ class Service:
                                    shutdown_timeout=FEEDER_GRACE)
             await runner.setup()
             site = web.TCPSite(runner, fp.host, fp.port, reuse_address=True)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as e:
+                log.error("fastpath cannot listen on %s:%s: %s", fp.host, fp.port,
+                          e.strerror or e)
+                return EXIT_CANNOT_LISTEN
             log.info("fastpath listening", extra={"host": fp.host, "port": fp.port,
                                                   "workers": self.pool.size,
                                                   "recovered": recovered})
@@ -194,8 +201,8 @@ class Service:
 
     async def _refresh_later(self, loaded: bool) -> None:
         fp = self.cfg.fastpath
-        await asyncio.sleep(fp.fingerprint_refresh if loaded else self.refresher.retry)
-        await self.refresher.run()
+        await self.refresher.run(
+            first_delay=fp.fingerprint_refresh if loaded else self.refresher.retry)
 
     async def _shutdown(self, runner: web.AppRunner | None,
                         background: list[asyncio.Task[Any]]) -> None:

@@ -38,7 +38,8 @@ _Item = tuple[str, str, bytes | None]  # hour dir, uid, body if still in memory
 class Forwarder:
     def __init__(self, cfg: Config, spool: Spool, metrics: Metrics) -> None:
         fp = cfg.fastpath
-        self._urls = [u.rstrip("/") + "/" for u in fp.urls]
+        self._urls = cfg.fastpath_urls()
+        self._headers = {"Authorization": f"Bearer {cfg.internal_key()}"}
         self._concurrency = max(1, fp.concurrency)
         self._timeout = fp.timeout
         self._retry_min = fp.retry_min
@@ -75,7 +76,7 @@ class Forwarder:
         self._wake = asyncio.Event()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._concurrency),
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            timeout=aiohttp.ClientTimeout(total=self._timeout), headers=self._headers,
         )
         self._rescan = True  # start-up scan: whatever a previous run left undelivered
         self._tasks = [asyncio.create_task(self._worker(), name=f"forwarder-{i}")

@@ -43,17 +43,20 @@ class HTTPDatabase(Database):
 
     def __init__(self, cfg: Config) -> None:
         d = cfg.database
-        self.url = cfg.db_url().rstrip("/") + "/"
-        self.database = d.database
         self.embedded = d.driver == "embedded"
+        # The embedded owner listens on a Unix socket of the data directory (storage.owner).
+        self.socket = str(cfg.owner_socket()) if self.embedded else None
+        self.url = "http://localhost/" if self.embedded else d.url.rstrip("/") + "/"
+        self.where = cfg.db_url()
+        self.database = d.database
         self.max_execution_time = d.max_execution_time
         self.pool_size = d.pool_size
         self.timeout = aiohttp.ClientTimeout(total=None, connect=d.connect_timeout,
                                              sock_connect=d.connect_timeout,
                                              sock_read=d.read_timeout)
         self.headers = {"X-ClickHouse-User": d.user}
-        if d.password:
-            self.headers["X-ClickHouse-Key"] = d.password
+        if password := cfg.db_password():
+            self.headers["X-ClickHouse-Key"] = password
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.last_stats: dict[str, Any] = {}
@@ -62,8 +65,10 @@ class HTTPDatabase(Database):
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
             self._loop = loop  # a session cannot move between loops (tests use several)
+            connector = (aiohttp.UnixConnector(self.socket, limit=self.pool_size)
+                         if self.socket else aiohttp.TCPConnector(limit=self.pool_size))
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.pool_size),
+                connector=connector,
                 timeout=self.timeout, headers=self.headers)
         return self._session
 
@@ -86,7 +91,7 @@ class HTTPDatabase(Database):
                 status = r.status
                 code = r.headers.get("X-ClickHouse-Exception-Code")
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise DatabaseUnavailable(f"ClickHouse at {self.url} unreachable: {e!r}") from e
+            raise DatabaseUnavailable(f"ClickHouse at {self.where} unreachable: {e!r}") from e
         if status == 200:
             return data
         self._raise(status, data, code)
@@ -150,7 +155,7 @@ class HTTPDatabase(Database):
                     yield piece
                     tail = (tail + piece)[-TAIL:]
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise DatabaseUnavailable(f"ClickHouse at {self.url}: stream broken: {e!r}") from e
+            raise DatabaseUnavailable(f"ClickHouse at {self.where}: stream broken: {e!r}") from e
         if error := stream_error(tail):
             raise types.classify(error)
 
@@ -184,7 +189,7 @@ class HTTPDatabase(Database):
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             if failure:
                 raise failure[0] from None
-            raise DatabaseUnavailable(f"ClickHouse at {self.url} unreachable: {e!r}") from e
+            raise DatabaseUnavailable(f"ClickHouse at {self.where} unreachable: {e!r}") from e
         if failure:
             raise failure[0]
 
@@ -195,7 +200,7 @@ class HTTPDatabase(Database):
         if ncode is None:
             if status >= 500:
                 raise DatabaseUnavailable(
-                    f"ClickHouse at {self.url} answered HTTP {status}: {text.strip()[:200]}")
+                    f"ClickHouse at {self.where} answered HTTP {status}: {text.strip()[:200]}")
             raise DatabaseError(f"HTTP {status}: {text.strip()[:200]}")
         raise types.classify(text, ncode)
 

@@ -2,10 +2,18 @@
 
 chdb allows one process per data directory, while the API, fastpath and CLI jobs are
 separate processes. The owner holds an exclusive lock on `<dbdir>.lock`, opens chdb and
-serves the subset of ClickHouse's HTTP interface that `HTTPDatabase` uses, on loopback.
-Everyone else therefore talks to embedded and real ClickHouse the same way.
+serves the subset of ClickHouse's HTTP interface that `HTTPDatabase` uses. Everyone else
+therefore talks to embedded and real ClickHouse the same way.
 
-    python -m oonibackend.storage.owner [--config FILE] [--data-dir DIR] [--host H] [--port P]
+The interface is a Unix socket inside the data directory (`database.owner_socket`): no other
+instance can collide with it, jobs find it from `--data-dir` alone, and no browser page can
+reach it. Only the instance may use it: the socket's directory is 0700 and the socket 0600
+(its user only), and every query must carry the instance's key (`Config.db_password`, the
+generated internal key unless `database.password` is set), compared in constant time. An
+unauthenticated request gets ClickHouse's own AUTHENTICATION_FAILED, and no SQL reaches chdb,
+so table functions such as file() or url() stay out of reach of strangers.
+
+    python -m oonibackend.storage.owner [--config FILE] [--data-dir DIR] [--socket PATH]
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import os
 import re
 import signal
 import sys
@@ -23,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from oonibackend.exitcodes import EXIT_CANNOT_LISTEN, EXIT_LOCKED
 from oonibackend.fileutil import release_flock as release_lock  # noqa: F401 (API)
 from oonibackend.fileutil import try_flock
 from oonibackend.storage import DatabaseError, DatabaseUnavailable
@@ -33,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oonibackend.storage.owner")
 
-EXIT_LOCKED = 3
 WORKERS = 4
 MAX_BODY = 1024 * 1024 * 1024
 # HTTP-interface parameters that are not query settings.
@@ -95,8 +104,6 @@ class OwnerHandler:
         self.setting_names = setting_names - _RESERVED
 
     def _authorized(self, request: web.Request) -> bool:
-        if not self.password:
-            return True
         given = request.headers.get("X-ClickHouse-Key") or request.query.get("password") or ""
         auth = request.headers.get("Authorization", "")
         if not given and auth.lower().startswith("basic "):
@@ -107,20 +114,21 @@ class OwnerHandler:
         return hmac.compare_digest(given.encode(), self.password.encode())
 
     async def ping(self, request: web.Request) -> web.Response:
+        """Liveness without credentials (as ClickHouse's /ping): it runs no SQL."""
         return web.Response(text="Ok.\n")
 
     async def handle(self, request: web.Request) -> web.Response:
         from oonibackend.storage.chdb_local import append_settings
 
+        q = request.query
+        query = q.get("query", "")
+        if not query and request.method == "GET":
+            return web.Response(text="Ok.\n")  # liveness, as ClickHouse: no SQL, no key
         if not self._authorized(request):
             return _error(516, "Code: 516. DB::Exception: Authentication failed: "
                                "password is incorrect. (AUTHENTICATION_FAILED)")
-        q = request.query
-        query = q.get("query", "")
         body = await request.read() if request.method == "POST" else b""
         if not query and not body:
-            if request.method == "GET":
-                return web.Response(text="Ok.\n")
             return _error(62, "Empty query. (SYNTAX_ERROR)")
         database = q.get("database")
         if database and database != self.database:
@@ -147,6 +155,8 @@ class OwnerHandler:
 
 def make_app(db: ChdbDatabase, password: str, database: str,
              setting_names: set[str]) -> web.Application:
+    if not password:
+        raise ValueError("the database owner needs a key")
     h = OwnerHandler(db, password, database, setting_names)
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_get("/ping", h.ping)
@@ -184,15 +194,16 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> int:
         except DatabaseError as e:
             log.error("cannot open database %s: %s", dbdir, e)
             return 1
-        runner = web.AppRunner(make_app(db, d.password, d.database, names), access_log=None)
+        runner = web.AppRunner(make_app(db, cfg.db_password(), d.database, names),
+                               access_log=None)
         await runner.setup()
+        sock = cfg.owner_socket()
         try:
-            await web.TCPSite(runner, d.owner_host, d.owner_port).start()
+            await listen_unix(runner, sock)
         except OSError as e:
-            log.error("cannot listen on %s:%s: %s", d.owner_host, d.owner_port, e)
-            return 1
-        log.info("database owner listening on http://%s:%s/ (dir %s)",
-                 d.owner_host, d.owner_port, dbdir)
+            log.error("database owner cannot listen on %s: %s", sock, e.strerror or e)
+            return EXIT_CANNOT_LISTEN
+        log.info("database owner listening on %s (dir %s)", sock, dbdir)
         await stop.wait()
         log.info("database owner stopping")
         return 0
@@ -203,6 +214,22 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> int:
             await runner.cleanup()
         await db.close()
         release_lock(fd)
+
+
+async def listen_unix(runner: web.AppRunner, sock: Path) -> None:
+    """Serve `runner` on the Unix socket `sock`, private to this user. The caller holds the
+    owner lock, so a socket file left by a crashed owner is stale and is replaced."""
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(sock.parent, 0o700)
+    try:
+        sock.unlink()
+    except FileNotFoundError:
+        pass
+    old = os.umask(0o177)  # the socket is created 0600: no window where others may connect
+    try:
+        await web.UnixSite(runner, str(sock)).start()
+    finally:
+        os.umask(old)
 
 
 def main(cfg: Config) -> int:
@@ -222,13 +249,11 @@ def cli(argv: list[str] | None = None) -> int:
                                  description="Serve the embedded chdb database over HTTP.")
     ap.add_argument("--config", help="TOML config file")
     ap.add_argument("--data-dir", help="data directory (overrides data_dir)")
-    ap.add_argument("--host", help="listen address (database.owner_host)")
-    ap.add_argument("--port", type=int, help="listen port (database.owner_port)")
+    ap.add_argument("--socket", help="Unix socket to listen on (database.owner_socket)")
     ap.add_argument("--path", help="chdb directory (database.path)")
     a = ap.parse_args(argv)
     overrides: dict[str, Any] = {
-        "data_dir": a.data_dir, "database.owner_host": a.host,
-        "database.owner_port": a.port, "database.path": a.path,
+        "data_dir": a.data_dir, "database.owner_socket": a.socket, "database.path": a.path,
     }
     try:
         cfg = config.load(a.config, **overrides)

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,7 +54,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_config(data: Path, name: str, s3: S3Server | None = None, bucket: str = "",
-                owner_port: int | None = None, **backup: object) -> Path:
+                **backup: object) -> Path:
     sections: dict[str, dict[str, object]] = {
         "backup": {"dir": str(data / f"state-{name}"), "pause": 0.0, "chunk_rows": 300,
                    **backup},
@@ -65,8 +64,6 @@ def make_config(data: Path, name: str, s3: S3Server | None = None, bucket: str =
     if s3 is not None:
         sections["s3"].update(bucket=bucket, endpoint_url=s3.url, region="us-east-1",
                               access_key_id="test", secret_access_key="test")
-    if owner_port is not None:
-        sections["database"] = {"owner_port": owner_port}
     return write_config(data / f"{name}.toml", sections)
 
 
@@ -274,16 +271,16 @@ def test_local_store_replace_and_keep_runs(data):
 # ---- through a running owner (the HTTP driver) ----
 
 def owner_query(owner: OwnerProcess, query: str) -> str:
-    req = urllib.request.Request(owner.url + "/", data=query.encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.read().decode().strip()
+    status, body = owner.request("POST", "/", query.encode())
+    assert status == 200, body
+    return body.decode().strip()
 
 
 def test_backup_and_restore_through_the_owner(data, s3):
     owner = OwnerProcess(data).start()
     try:
         bucket = s3.bucket("via-owner")
-        conf = make_config(data, "owner", s3, bucket, owner_port=owner.port)
+        conf = make_config(data, "owner", s3, bucket)
         cli(data, conf, "backup", "--tables", "fastpath", "--run", "o1")
         cli(data, conf, "restore", "--table", "fastpath", "--into", "fastpath_owner")
         got = table_rows(data, conf, {"live": "fastpath", "restored": "fastpath_owner"})

@@ -118,7 +118,7 @@ def git(*args: str, cwd: Path) -> None:
 def cli(owner: OwnerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     """`oonibackend update-citizenlab` on the owner's data dir (it goes through the owner)."""
     cfg = owner.data_dir / "cli.toml"
-    cfg.write_text(f"[database]\nowner_port = {owner.port}\n[logging]\nformat = \"text\"\n")
+    cfg.write_text("[logging]\nformat = \"text\"\n")
     return subprocess.run(
         [sys.executable, "-m", "oonibackend", "update-citizenlab", "--config", str(cfg),
          "--data-dir", str(owner.data_dir), *args],

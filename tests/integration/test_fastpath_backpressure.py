@@ -28,7 +28,8 @@ async def test_queue_full_answers_503_then_recovers(tmp_path, geoip_files):
             async with aiohttp.ClientSession() as s:
                 for i in range(8):
                     uid = new_uid(i)
-                    async with s.post(f"{stack.feeder}/{uid}", data=body) as r:
+                    async with s.post(f"{stack.feeder}/{uid}", data=body,
+                                      headers=stack.headers) as r:
                         if r.status == 200:
                             accepted.append(uid)
                         else:

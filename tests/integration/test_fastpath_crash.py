@@ -27,7 +27,8 @@ async def test_sigkill_fastpath_and_database_owner_mid_stream(tmp_path, geoip_fi
                 uid = new_uid(worker * 100000 + i)
                 i += 1
                 try:
-                    async with s.post(f"{stack.feeder}/{uid}", data=body) as r:
+                    async with s.post(f"{stack.feeder}/{uid}", data=body,
+                                      headers=stack.headers) as r:
                         if r.status == 200:
                             acked.append(uid)
                 except (aiohttp.ClientError, OSError):

@@ -94,7 +94,8 @@ async def test_throughput_and_lag(stack):
         sem = asyncio.Semaphore(32)
 
         async def post(uid: str) -> None:
-            async with sem, s.post(f"{stack.feeder}/{uid}", data=body) as r:
+            async with sem, s.post(f"{stack.feeder}/{uid}", data=body,
+                                   headers=stack.headers) as r:
                 assert r.status == 200, await r.text()
 
         await asyncio.gather(*(post(u) for u in uids))
@@ -140,7 +141,8 @@ async def test_hostile_bodies_are_quarantined_and_workers_survive(stack):
     discarded = stack.metric("fastpath_discarded_total")
     async with aiohttp.ClientSession() as s:
         for name, body in bodies.items():
-            async with s.post(f"{stack.feeder}/{uids[name]}", data=body) as r:
+            async with s.post(f"{stack.feeder}/{uids[name]}", data=body,
+                              headers=stack.headers) as r:
                 assert r.status == 200, (name, await r.text())
         # Good measurements behind the hostile ones are still scored.
         msm = sample("report1.json")

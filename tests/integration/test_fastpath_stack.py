@@ -53,6 +53,8 @@ class Stack:
             "server": {"max_body_size": 4 * 1024 * 1024},
         })
         self.data_dir = data_dir
+        # What the instance's API sends the feeder (it refuses requests without it).
+        self.headers = {"Authorization": f"Bearer {self.cfg().internal_key()}"}
 
     # -- processes -------------------------------------------------------------------------
 
@@ -90,12 +92,15 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self.feeder + "/", timeout=1) as r:
+                with urllib.request.urlopen(self.feeder_request("/"), timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"fastpath did not start:\n{self.log()[-6000:]}")
+
+    def feeder_request(self, path: str) -> urllib.request.Request:
+        return urllib.request.Request(self.feeder + path, headers=self.headers)
 
     def log(self) -> str:
         return self.backend.log.read_text(errors="replace")
@@ -179,7 +184,7 @@ class Stack:
     # -- HTTP ------------------------------------------------------------------------------
 
     def metric(self, name: str) -> float:
-        with urllib.request.urlopen(self.feeder + "/metrics", timeout=5) as r:
+        with urllib.request.urlopen(self.feeder_request("/metrics"), timeout=5) as r:
             text = r.read().decode()
         total = 0.0
         for line in text.splitlines():
@@ -217,13 +222,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, geoip_files) -> Iterator[Sta
 
 
 async def test_run_starts_the_fastpath(stack):
-    async with aiohttp.ClientSession() as s, s.get(stack.feeder + "/") as r:
+    async with aiohttp.ClientSession() as s, s.get(stack.feeder + "/",
+                                                   headers=stack.headers) as r:
         assert r.status == 200 and await r.json() == {}
     assert stack.fastpath_pid()
     assert stack.metric("fastpath_workers_alive") == 2
     # The fingerprint tables were read at start-up (empty here, but loaded).
     assert "fastpath_fingerprint_load_failures_total" not in urllib.request.urlopen(
-        stack.feeder + "/metrics").read().decode()
+        stack.feeder_request("/metrics")).read().decode()
 
 
 async def test_sigterm_stops_everything_cleanly(tmp_path, geoip_files):

@@ -1,4 +1,4 @@
-"""The real probe's call sequence (reference/probe_client.md) against `oonibackend run`,
+"""The real probe's call sequence (docs/clients.md, Probe §1-§8) against `oonibackend run`,
 with the probe's strict rules: status 200 only, never a `null` body, RFC 3339 `Z` times,
 boolean feature flags, a non-empty URL list, `json` among the supported formats."""
 
@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 
-from oonibackend import config
 from oonibackend.storage.http import HTTPDatabase
 from tests.conftest import SAMPLES, Backend
 
@@ -41,7 +40,7 @@ async def strict(r: aiohttp.ClientResponse) -> Any:
 
 
 async def seed(backend: Backend) -> None:
-    db = HTTPDatabase(config.load(None, **{"database.owner_port": backend.owner_port}))
+    db = HTTPDatabase(backend.cfg())
     try:
         await db.insert("citizenlab", IE_ROWS)
         await db.insert("url_priorities", IE_RULES)

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from oonibackend import config
 from oonibackend.storage.http import HTTPDatabase
 from tests.conftest import FIXTURES, Backend
 
@@ -45,7 +44,7 @@ def fixture_rows() -> list[dict[str, str]]:
 
 
 def db_for(backend: Backend) -> HTTPDatabase:
-    return HTTPDatabase(config.load(None, **{"database.owner_port": backend.owner_port}))
+    return HTTPDatabase(backend.cfg())
 
 
 @pytest.fixture(scope="module")

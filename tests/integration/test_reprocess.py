@@ -218,7 +218,6 @@ def config_file(owner: OwnerProcess, s3_url: str, work: Path, *, batch_size: int
         s3.update(access_key_id="testing", secret_access_key="testing")
     work.mkdir(parents=True, exist_ok=True)
     return write_config(work / "reprocess.toml", {
-        "database": {"owner_port": owner.port},
         "s3": s3,
         "fastpath": {"dir": str(work / "fastpath"), "batch_size": batch_size,
                      "insert_retry_max": 1.0},

@@ -8,7 +8,7 @@ import json
 from oonibackend import cli_db, config
 from oonibackend.storage import migrate
 from oonibackend.storage import owner as owner_mod
-from tests.clickhouse_server import OwnerProcess, free_port
+from tests.clickhouse_server import OwnerProcess
 
 LATEST = max(m.version for m in migrate.available())
 
@@ -28,10 +28,8 @@ def parse(*argv: str) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
-def cfg_for(data_dir, port: int | None = None) -> config.Config:
-    return config.load(None, data_dir=str(data_dir),
-                       **{"database.owner_port": port or free_port(),
-                          "database.connect_timeout": 2.0})
+def cfg_for(data_dir) -> config.Config:
+    return config.load(None, data_dir=str(data_dir), **{"database.connect_timeout": 2.0})
 
 
 def test_parser():
@@ -59,7 +57,7 @@ async def test_direct_then_through_owner(tmp_path, capsys):
     owner_mod.release_lock(fd)
 
     # owner running on the same directory: the job goes through its HTTP interface
-    o = OwnerProcess(data, port=cfg.database.owner_port).start()
+    o = OwnerProcess(data).start()
     try:
         assert owner_mod.try_lock(cfg) is None
         assert await cli_db.run_db(parse("db", "migrate"), cfg) == 0

@@ -5,9 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import signal
 import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +12,7 @@ import pytest
 from oonibackend.storage import DatabaseError, DatabaseUnavailable, QueryLimitExceeded, migrate
 from oonibackend.storage.http import HTTPDatabase
 from oonibackend.storage.owner import EXIT_LOCKED
-from tests.clickhouse_server import OwnerProcess, free_port
+from tests.clickhouse_server import OwnerProcess
 
 LATEST = max(m.version for m in migrate.available())
 ALL = sorted(m.version for m in migrate.available())
@@ -53,12 +50,7 @@ def fastpath_row(uid: str, **kw) -> dict:
 
 
 def http_get(owner: OwnerProcess, path: str, **params) -> tuple[int, bytes]:
-    url = owner.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return owner.request("GET", path, **params)
 
 
 async def test_ping(owner, db):
@@ -78,10 +70,7 @@ async def test_clickhouse_http_semantics(owner):
     status, body = http_get(owner, "/", query="SELEC 1")
     assert status >= 400 and body.startswith(b"Code: 62.")
     # query param first, then the body appended (ClickHouse semantics)
-    req = urllib.request.Request(owner.url + "/?query=" + urllib.parse.quote("SELECT 40 +"),
-                                 data=b"2")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.read() == b"42\n"
+    assert owner.request("POST", "/", b"2", query="SELECT 40 +") == (200, b"42\n")
 
 
 async def test_migrate_twice(db):
@@ -211,8 +200,7 @@ async def test_max_execution_time_from_config(owner):
 async def test_unavailable(tmp_path):
     from oonibackend import config
 
-    cfg = config.load(None, data_dir=str(tmp_path), **{"database.owner_port": free_port(),
-                                                       "database.connect_timeout": 2.0})
+    cfg = config.load(None, data_dir=str(tmp_path), **{"database.connect_timeout": 2.0})
     d = HTTPDatabase(cfg)
     try:
         with pytest.raises(DatabaseUnavailable):
@@ -225,7 +213,7 @@ async def test_unavailable(tmp_path):
 
 
 def test_second_owner_fails_clearly(owner):
-    other = OwnerProcess(owner.data_dir, port=free_port())
+    other = OwnerProcess(owner.data_dir)
     proc = other.spawn()
     try:
         rc = proc.wait(30)
@@ -269,3 +257,23 @@ async def test_owner_down_then_up(tmp_path):
     finally:
         await d.close()
         o.stop()
+
+
+def test_strangers_are_refused(owner):
+    """Only the instance may query its database: the socket is its user's alone, and a
+    request without the instance's key (or with another one) runs no SQL."""
+    import os
+    import stat
+
+    sock = owner.socket
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(sock)).st_mode) == 0o700
+    for key in ("", "not-the-key", owner.key[:-1]):
+        for method, body, params in (("GET", None, {"query": "SELECT 1"}),
+                                     ("POST", b"SELECT count() FROM system.tables", {}),
+                                     ("POST", b"SELECT * FROM file('/etc/passwd')", {})):
+            status, text = owner.request(method, "/", body, key=key, **params)
+            assert status == 403 and b"AUTHENTICATION_FAILED" in text, (key, method, text)
+    # Liveness needs no key and runs no SQL.
+    assert owner.request("GET", "/ping", key="") == (200, b"Ok.\n")
+    assert owner.request("POST", "/", b"SELECT 1", query="") == (200, b"1\n")

@@ -51,7 +51,7 @@ async def tables(db) -> dict[str, list[dict]]:
 
 def cli(owner: OwnerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     cfg = owner.data_dir / "cli.toml"
-    cfg.write_text(f"[database]\nowner_port = {owner.port}\n[logging]\nformat = \"text\"\n")
+    cfg.write_text("[logging]\nformat = \"text\"\n")
     return subprocess.run(
         [*OONIBACKEND, "update-fingerprints", "--config", str(cfg),
          "--data-dir", str(owner.data_dir), *args],

@@ -51,7 +51,9 @@ def setup_dir(tmp_path: Path, owner: OwnerProcess, s3: S3Server, bucket: str,
     write_config(data / "test.toml", {
         "s3": {"bucket": bucket, "endpoint_url": endpoint or s3.url, "region": "us-east-1",
                "access_key_id": "test", "secret_access_key": "test"},
-        "database": {"owner_port": owner.port, "path": str(owner.data_dir / "db")},
+        # The owner of another data directory: its socket, and its key.
+        "database": {"owner_socket": owner.socket, "path": str(owner.data_dir / "db")},
+        "server": {"internal_key": owner.key},
         "logging": {"format": "text", "level": "WARNING"},
     })
     return data

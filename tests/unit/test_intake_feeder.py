@@ -1,11 +1,13 @@
 """The fastpath feeder's HTTP interface over a real intake queue: 200 only once durable,
-400 for a bad uid, 413 for a large body, 503 beyond the bound, liveness and metrics."""
+400 for a bad uid, 413 for a large body, 503 beyond the bound, liveness and metrics; 401 for
+anyone without the instance's key."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -14,6 +16,7 @@ from workers.intake.feeder import Feeder
 from workers.intake.queue import IntakeQueue
 
 UID = "20240101120000.123456_IT_webconnectivity_0123456789abcdef"
+KEY = "0123456789abcdef" * 4
 
 
 def uid(i: int) -> str:
@@ -29,13 +32,31 @@ async def queue(tmp_path) -> AsyncIterator[IntakeQueue]:
 
 
 @pytest.fixture
-async def client(queue) -> AsyncIterator[TestClient]:
+async def server(queue) -> AsyncIterator[TestServer]:
     metrics = Metrics("fastpath")
     metrics.set("queue_depth", lambda: queue.depth)
-    c = TestClient(TestServer(Feeder(queue, metrics, 1000).app()))
-    await c.start_server()
+    s = TestServer(Feeder(queue, metrics, 1000, KEY).app())
+    await s.start_server()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def client(server) -> AsyncIterator[TestClient]:
+    """The instance's API: every request carries the key."""
+    c = TestClient(server, headers={"Authorization": f"Bearer {KEY}"})
     yield c
     await c.close()
+
+
+async def test_strangers_are_refused(server, queue):
+    for auth in (None, "Bearer ", f"Bearer {KEY[:-1]}", f"Bearer {KEY}x", KEY, f"Basic {KEY}"):
+        async with aiohttp.ClientSession(headers={"Authorization": auth} if auth else {}) as c:
+            for method, path, data in (("POST", f"/{UID}", b"{}"), ("GET", "/metrics", None),
+                                       ("GET", "/", None), ("OPTIONS", f"/{UID}", None)):
+                async with c.request(method, server.make_url(path), data=data) as r:
+                    assert r.status == 401, (auth, method, path)
+    assert queue.depth == 0  # nothing got in
 
 
 async def answer(resp) -> tuple[int, dict]:

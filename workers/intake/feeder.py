@@ -1,4 +1,11 @@
-"""The feeder: the HTTP endpoint the API delivers measurements to (spec §1.6, stricter).
+"""The feeder: the HTTP endpoint the API delivers measurements to (docs/fastpath.md §1.6,
+stricter).
+
+    Every request must carry `Authorization: Bearer <internal key>` (the instance's key,
+    `Config.internal_key`, compared in constant time), else 401: only the instance's API (or
+    the deployment's API hosts, which share the key) may feed measurements in. A browser page
+    cannot: it does not know the key, and a cross-origin request that sends one is
+    pre-flighted, which this endpoint answers 401.
 
     POST /<measurement_uid>   body = the spooled measurement, stored as is
         200 {}     durable in the intake queue (the API may forget it)
@@ -6,7 +13,7 @@
         413 JSON   body larger than server.max_body_size
         503 JSON   queue full or not writable: the API keeps it pending and retries
     GET /metrics  Prometheus text
-    any other request: 200 {} (liveness: the API's health check does GET /)
+    any other request: 200 {} (liveness: the API's health check does GET /health)
 
 Nothing is parsed here: a 200 only means "stored"; scoring happens later in a worker, and a
 measurement that cannot be scored is quarantined, not refused.
@@ -14,6 +21,7 @@ measurement that cannot be scored is quarantined, not refused.
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from aiohttp import web
@@ -31,10 +39,14 @@ def _ok() -> web.Response:
 
 
 class Feeder:
-    def __init__(self, queue: IntakeQueue, metrics: Metrics, max_body_size: int) -> None:
+    def __init__(self, queue: IntakeQueue, metrics: Metrics, max_body_size: int,
+                 key: str) -> None:
+        if not key:
+            raise ValueError("the feeder needs the instance's internal key")
         self._queue = queue
         self._metrics = metrics
         self._max = max_body_size
+        self._expected = f"Bearer {key}".encode()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max, middlewares=[error_middleware])
@@ -42,11 +54,20 @@ class Feeder:
         app.router.add_route("*", r"/{path:[\s\S]*}", self.handle)
         return app
 
+    def _authorized(self, request: web.Request) -> bool:
+        given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        return hmac.compare_digest(given, self._expected)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            self._metrics.inc("feeder_requests_total", help="POSTs to the feeder by status",
+                              status="401")
+            return json_error("the fastpath feeder needs the instance's key", 401,
+                              {"WWW-Authenticate": "Bearer"})
         if request.method != "POST":
             if request.path == "/metrics" and request.method in ("GET", "HEAD"):
                 return web.Response(text=self._metrics.render(),
-                                    content_type="text/plain", charset="utf-8")
+                                    headers={"Content-Type": self._metrics.content_type})
             return _ok()
         resp = await self._post(request)
         self._metrics.inc("feeder_requests_total", help="POSTs to the feeder by status",
