@@ -62,6 +62,7 @@ def make_app(cfg: Config) -> web.Application:
         auth,
         collector,
         detector,
+        health,
         incidents,
         oonirun,
         pages,
@@ -85,7 +86,8 @@ def make_app(cfg: Config) -> web.Application:
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
     for component in (pages, probe_services, collector, quotas_summary, read_api, auth,
-                      url_priorities, incidents, oonirun, detector, url_submission):
+                      url_priorities, incidents, oonirun, detector, url_submission,
+                      health):  # last: it checks what the others set up (e.g. the spool)
         component.setup(app)
     setup_aiohttp_apispec(
         app,

@@ -39,7 +39,11 @@ def _cli(backend: Backend, *args: str, stdin: str | None = None) -> subprocess.C
 
 
 def test_serves_health_metrics_and_docs(backend):
-    assert _get(backend.url + "/health") == (200, b"UP")
+    status, body = _get(backend.url + "/health")
+    health = json.loads(body)
+    assert status == 200 and health["status"] in ("ok", "degraded"), health
+    assert health["checks"]["database"]["ok"] and health["checks"]["spool"]["ok"]
+    assert health["checks"]["fastpath"]["ok"], health  # the run's own fastpath, with its key
     status, body = _get(backend.url + "/metrics")
     assert status == 200 and b"oonibackend_http_requests_total" in body
     status, body = _get(backend.url + "/apispec_1.json")
