@@ -3,19 +3,28 @@
 #   make test   install everything the tests need and run them
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat setup.cfg | sha1sum | cut -c1-12)
+HASH := $(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
+RUN_STAMP := $(VENV)/.installed-run-$(HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 
-$(STAMP): setup.cfg pyproject.toml
+# `make run` installs the runtime dependencies only; `make test` adds the test extras.
+$(RUN_STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	rm -f $(VENV)/.installed-run-* && touch $@
+
+$(TEST_STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# one resolution for runtime and test pins (moto must not upgrade aiobotocore's botocore)
 	$(PY) -m pip install -q -e '.[test]'
-	rm -f $(VENV)/.installed-* && touch $@
+	rm -f $(VENV)/.installed-* && touch $@ $(RUN_STAMP)
 
 .PHONY: install run test lint test-servers bench
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/oonibackend run $(ARGS)
 
 # Real servers the tests start: Debian's clickhouse-server (18.16) for native-protocol checks,
@@ -31,13 +40,13 @@ test-servers:
 	  else echo "not installed (needs root):$$missing; the tests that need them will be skipped"; fi; \
 	fi
 
-test: $(STAMP) test-servers
+test: $(TEST_STAMP) test-servers
 	$(VENV)/bin/ruff check oonibackend workers tests bench
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check oonibackend workers tests bench
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) bench/run.py $(ARGS)
