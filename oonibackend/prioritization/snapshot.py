@@ -302,19 +302,9 @@ class URLListStore:
     async def run(self, first_delay: float = 0.0) -> None:
         """Refresh forever, `interval` seconds apart (counted from the end of a load), the
         first one after `first_delay`; and, when polling, at once after a version change."""
-        due = time.monotonic() + first_delay
-        while True:
-            if time.monotonic() >= due:
-                await self.refresh()
-                due = time.monotonic() + self.interval
-            wait = max(due - time.monotonic(), 0.0)
-            if self.watcher is None:
-                await asyncio.sleep(wait)
-                continue
-            await asyncio.sleep(min(wait, self.poll))
-            if time.monotonic() < due and await self.watcher.changed():
-                log.info("dataset version changed, reloading the test lists")
-                due = time.monotonic()
+        await versions.reload_forever(self.refresh, self.watcher, interval=self.interval,
+                                      retry=self.interval, poll=self.poll,
+                                      first_delay=first_delay)
 
 
 async def url_lists_ctx(app: web.Application) -> AsyncIterator[None]:

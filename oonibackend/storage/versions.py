@@ -13,8 +13,10 @@ back (or another host's clock) cannot hide a change.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from oonibackend.storage import DatabaseError
@@ -106,3 +108,24 @@ class Watcher:
             return False
         # Versions unknown at the last load (poll failed then): reload once to be sure.
         return self.loaded is None or versions != self.loaded
+
+
+async def reload_forever(load: Callable[[], Awaitable[bool]], watcher: Watcher | None, *,
+                         interval: float, retry: float, poll: float,
+                         first_delay: float = 0.0) -> None:
+    """Keep an in-memory copy fresh until cancelled: `load()` after `first_delay`, then
+    `interval` seconds after a successful load (`retry` after a failed one), and at once when
+    `watcher` (polled every `poll` seconds; None: never) sees a new version."""
+    due = time.monotonic() + first_delay
+    while True:
+        if time.monotonic() >= due:
+            ok = await load()
+            due = time.monotonic() + (interval if ok else retry)
+        wait = max(due - time.monotonic(), 0.0)
+        if watcher is None:
+            await asyncio.sleep(wait)
+            continue
+        await asyncio.sleep(min(wait, poll))
+        if time.monotonic() < due and await watcher.changed():
+            watcher.log.info("dataset version changed, reloading", extra={"for": watcher.what})
+            due = time.monotonic()

@@ -8,19 +8,16 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from oonibackend.accounts.tokens import session_token
 from tests.conftest import Backend
 from tests.integration.test_citizenlab_import import make_lists
+from tests.integration.test_url_priorities import SECRET, call  # admin calls, one secret
 from tests.unit.test_fingerprints_update import write_dir
 
-SECRET = "v" * 32
 PICKUP_LIMIT = 3.0  # seconds from the end of the import to URLs in check-in
 CHECKIN = {"probe_cc": "IT", "probe_asn": "AS12874", "run_type": "manual",
            "software_name": "ooniprobe-cli", "software_version": "3.20.0",
@@ -38,30 +35,15 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     b.stop()
 
 
-def call(api: Backend, method: str, path: str, body: Any = None,
-         admin: bool = False) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
-    if admin:
-        now = int(time.time())
-        headers["Authorization"] = "Bearer " + session_token("a" * 32, "admin", now, SECRET,
-                                                             now, 1, 1)
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(api.url + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def checkin_urls(api: Backend) -> list[dict[str, str]]:
-    status, body = call(api, "POST", "/api/v1/check-in", CHECKIN)
+    status, body = call(api, "POST", "/api/v1/check-in", CHECKIN, role=None)
     assert status == 200, body
     return body["tests"]["web_connectivity"]["urls"]
 
 
 def applied_rules(api: Backend) -> list[dict[str, Any]]:
-    status, body = call(api, "GET", "/api/_/debug_prioritization?probe_cc=IT&probe_asn=AS12874")
+    status, body = call(api, "GET", "/api/_/debug_prioritization?probe_cc=IT&probe_asn=AS12874",
+                        role=None)
     assert status == 200, body
     return body["prio_rules"]
 
@@ -103,7 +85,7 @@ def test_checkin_sees_imports_within_a_second(api, tmp_path):
 
     # A URL-priority edit reaches check-in's snapshot without waiting for the hourly refresh.
     status, body = call(api, "POST", "/api/_/url-priorities/update",
-                        {"new_entry": {"priority": 100}}, admin=True)
+                        {"new_entry": {"priority": 100}})
     assert status == 200, body
     took = seconds_until(lambda: applied_rules(api), PICKUP_LIMIT)
     print(f"url_priorities edit picked up by check-in in {took:.2f} s")

@@ -72,16 +72,6 @@ class FingerprintRefresher:
     async def run(self, first_delay: float = 0.0) -> None:
         """Load after `first_delay`, then keep the set fresh (until cancelled): every
         `interval` seconds, and at once when the fingerprints version moves."""
-        due = time.monotonic() + first_delay
-        while True:
-            if time.monotonic() >= due:
-                ok = await self.load()
-                due = time.monotonic() + (self.interval if ok else self.retry)
-            wait = max(due - time.monotonic(), 0.0)
-            if self.watcher is None:
-                await asyncio.sleep(wait)
-                continue
-            await asyncio.sleep(min(wait, self.poll))
-            if time.monotonic() < due and await self.watcher.changed():
-                log.info("fingerprints version changed, reloading")
-                due = time.monotonic()
+        await versions.reload_forever(self.load, self.watcher, interval=self.interval,
+                                      retry=self.retry, poll=self.poll,
+                                      first_delay=first_delay)
