@@ -50,8 +50,16 @@ async def outer_middleware(request: web.Request, handler):
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    db = storage.connect(app[CONFIG])
+    # Behind the circuit breaker: reads fail at once (503) while the health monitor's probe
+    # finds the database down, instead of waiting for database.read_timeout.
+    db = storage.connect(app[CONFIG], breaker=True)
     app[DB] = db
+    if (breaker := getattr(db, "breaker", None)) is not None:
+        m = app[METRICS]
+        m.set("database_breaker_open", lambda: float(breaker.is_open),
+              help="1 while the database is known down and reads are refused at once")
+        m.set("database_breaker_refused_reads", lambda: float(breaker.fast_failures),
+              help="Reads refused or cut short because the database was known down")
     yield
     await db.close()
 

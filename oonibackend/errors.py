@@ -14,6 +14,7 @@ from aiohttp import web
 
 from oonibackend import jsonutil
 from oonibackend.storage import DatabaseError, DatabaseUnavailable, QueryLimitExceeded
+from oonibackend.storage.breaker import CircuitOpen
 
 log = logging.getLogger("oonibackend.errors")
 
@@ -63,7 +64,9 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
         return json_error("Query too expensive: it exceeded the time or rows-to-read limit; "
                           "narrow the time range or add filters", 504)
     if isinstance(exc, DatabaseUnavailable):
-        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        # Refused by the circuit breaker: it logs the outage once, not once per request.
+        (log.debug if isinstance(exc, CircuitOpen) else log.warning)(
+            "database unavailable on %s %s: %s", request.method, request.path, exc)
         return json_error("Database unavailable, retry later", 503, {"Retry-After": "5"})
     if isinstance(exc, DatabaseError):
         log.error("database error on %s %s: %s", request.method, request.path, exc)

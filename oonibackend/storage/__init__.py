@@ -15,11 +15,16 @@ Drivers:
 * `native`: ClickHouse's native protocol via asynch (production).
 * `chdb`: chdb in this process; only the owner process and offline CLI jobs use it, since
   only one process may open a chdb directory.
+
+`connect(cfg, breaker=True)` (the API) puts the driver behind a circuit breaker
+(`storage.breaker`): while the database is known down, reads fail at once instead of waiting
+for `database.read_timeout`.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -92,16 +97,37 @@ class Database(abc.ABC):
         except DatabaseError:
             return False
 
+    async def probe(self, sql: str = "SELECT 1 AS ok", timeout: float | None = None
+                    ) -> list[Row]:
+        """A health probe: `sql` within `timeout` seconds (else TimeoutError). Behind a
+        circuit breaker (`storage.breaker`) it is sent even while reads are refused, and its
+        outcome opens or closes the breaker."""
+        if timeout is None:
+            return await self.query(sql)
+        return await asyncio.wait_for(self.query(sql), timeout)
+
     async def close(self) -> None:  # noqa: B027 - optional for drivers without resources
         pass
 
 
-def connect(cfg: Config, *, direct: bool = False) -> Database:
+def connect(cfg: Config, *, direct: bool = False, breaker: bool = False) -> Database:
     """The database client for `cfg`.
 
     Embedded: the HTTP driver to the owner process, or chdb in this process when `direct`
     (only for the owner itself and offline jobs holding the owner lock).
+    `breaker`: behind a circuit breaker (`storage.breaker`): reads fail at once while the
+    database is known down. The API uses it; jobs and the fastpath, which would rather wait,
+    do not.
     """
+    db = _driver(cfg, direct)
+    if breaker and not direct:
+        from oonibackend.storage.breaker import GuardedDatabase
+
+        return GuardedDatabase(db, probe_timeout=cfg.database.probe_timeout)
+    return db
+
+
+def _driver(cfg: Config, direct: bool) -> Database:
     d = cfg.database
     if d.driver == "native":
         from oonibackend.storage.native import NativeDatabase
