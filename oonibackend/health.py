@@ -13,6 +13,10 @@ Every `interval` seconds one round probes, concurrently and each within `timeout
 A probe still running after `timeout` counts as failed (a hung database is reported within
 about two seconds, not after the driver's read timeout).
 
+The database check is also the probe of the API's circuit breaker (`storage.breaker`, via
+`Database.probe`, limited to `database.probe_timeout`): when it gets no answer, reads are
+refused with a 503 at once until it gets one again. One probe serves both.
+
 Status, in the shape of OONI's current services: `fail` (HTTP 503) when measurements cannot
 be accepted and stored (database unreachable or not ours, spool unwritable or full); else
 `degraded` (HTTP 200) when they wait (fastpath unreachable) or would be scored without
@@ -47,7 +51,7 @@ REFDATA_EVERY = 30.0
 
 # Errors that mean the instance cannot accept and store measurements (HTTP 503).
 FATAL = frozenset({"clickhouse_error", "database_not_this_instance", "database_schema_outdated",
-                   "spool_not_writable", "spool_low_space"})
+                   "spool_not_writable", "spool_low_space", "spool_recovery_pending"})
 # Reference dataset (refdata name) -> the error reported while it is empty.
 _EMPTY = {"citizenlab": "empty_test_lists", "fingerprints": "empty_fingerprints",
           "asnmeta": "empty_asn_names", "geoip": "no_geoip"}
@@ -78,12 +82,17 @@ class Monitor:
     """Probes in the background; `report()` is what /health serves."""
 
     def __init__(self, cfg: Config, db: Database, schema_version: int,
-                 interval: float = INTERVAL, timeout: float = TIMEOUT) -> None:
+                 interval: float = INTERVAL, timeout: float = TIMEOUT,
+                 db_timeout: float | None = None, spool: Any = None) -> None:
         self.cfg = cfg
         self.db = db
+        # The API's spool (oonibackend.spool.Spool): its start-up WAL replay may be pending.
+        self.spool = spool
         self.schema_version = schema_version
         self.interval = interval
         self.timeout = timeout
+        # The database check is the circuit breaker's probe: its own limit.
+        self.db_timeout = cfg.database.probe_timeout if db_timeout is None else db_timeout
         self._report = Report()
         self._refdata: dict[str, int] | None = None
         self._refdata_at = 0.0
@@ -96,11 +105,14 @@ class Monitor:
 
     async def _database(self) -> tuple[list[str], dict[str, Any]]:
         try:
-            rows, ms = await _timed(self.db.query(
-                "SELECT max(version) AS v FROM schema_migrations"), self.timeout)
+            # probe(): sent even while the breaker refuses reads, and it limits itself to
+            # db_timeout (an outer limit of the same length could cancel it unrecorded).
+            rows, ms = await _timed(self.db.probe(
+                "SELECT max(version) AS v FROM schema_migrations", self.db_timeout),
+                self.db_timeout + 1.0)
         except TimeoutError:
             return ["clickhouse_error"], {"ok": False, "error": f"no answer within "
-                                                                 f"{self.timeout:g} s"}
+                                                                 f"{self.db_timeout:g} s"}
         except DatabaseError as e:
             text = str(e)
             if "AUTHENTICATION_FAILED" in text or "Code: 516" in text:
@@ -147,6 +159,15 @@ class Monitor:
         except OSError as e:
             return ["spool_not_writable"], {"ok": False, "error": f"{d}: {e.strerror or e}"}
         check: dict[str, Any] = {"ok": True, "free_bytes": free}
+        spool = self.spool
+        if spool is not None and spool.recovery_pending:
+            # Started on a full (or failing) disk: submissions are refused until the WAL
+            # replay, retried in the background, succeeds.
+            check.update(ok=False, error=f"WAL recovery pending: {spool.recovery_error}")
+            errors = ["spool_recovery_pending"]
+            if free < need:
+                errors.append("spool_low_space")
+            return errors, check
         if not os.access(d, os.W_OK | os.X_OK):
             check.update(ok=False, error=f"{d} is not writable")
             return ["spool_not_writable"], check
@@ -205,7 +226,7 @@ async def monitoring(monitor: Monitor) -> AsyncIterator[Monitor]:
 
     try:
         async with refreshing("health-monitor", monitor.round, monitor.run,
-                              first_wait=monitor.timeout + 0.5):
+                              first_wait=max(monitor.timeout, monitor.db_timeout) + 0.5):
             yield monitor
     finally:
         await monitor.close()

@@ -23,7 +23,7 @@ from aiohttp_apispec import docs
 from oonibackend import ids, jsonutil
 from oonibackend.appkeys import CONFIG, FORWARDER, METRICS, SPOOL
 from oonibackend.errors import APIError
-from oonibackend.spool import Forwarder, Spool, SpoolError
+from oonibackend.spool import Forwarder, Spool, SpoolError, SpoolUnavailable
 
 log = logging.getLogger("oonibackend.collector")
 
@@ -114,8 +114,13 @@ async def _store(request: web.Request, cc: str, testname: str, asn: int, body: b
     try:
         await request.app[SPOOL].write(hour_dir, uid, body)
     except SpoolError as e:
-        log.error("measurement not stored", extra={"error": str(e)})
-        raise APIError("Measurement could not be stored, retry later", 503) from None
+        # Degraded (WAL replay pending, /health says so): one refusal per submission is
+        # not worth an error line each.
+        (log.debug if isinstance(e, SpoolUnavailable) else log.error)(
+            "measurement not stored", extra={"error": str(e)})
+        err = APIError("Measurement could not be stored, retry later", 503)
+        err.headers["Retry-After"] = str(e.retry_after)
+        raise err from None
     metrics.inc("measurements_received_total", help="Measurements spooled, by endpoint",
                 endpoint=endpoint)
     if asn == 0 or cc == "ZZ":
@@ -225,10 +230,14 @@ async def submit_measurement(request: web.Request) -> web.Response:
 # -- wiring ------------------------------------------------------------------------------------
 
 async def collector_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Spool (replays a crashed run's WAL) and forwarder live as long as the app."""
+    """Spool (replays a crashed run's WAL) and forwarder live as long as the app.
+
+    A replay that fails (disk full) does not stop the API: the spool starts degraded, the
+    submission routes answer 503 with Retry-After and /health says `spool_recovery_pending`
+    until a background retry succeeds."""
     cfg, metrics = app[CONFIG], app[METRICS]
     spool = Spool(cfg, metrics)
-    await spool.start()
+    await spool.start(degraded_ok=True)
     forwarder = Forwarder(cfg, spool, metrics)
     try:
         await forwarder.start()

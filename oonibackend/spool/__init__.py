@@ -10,6 +10,6 @@ Modules: `wal` (log segments), `layout` (directories and files), `writer` (Spool
 """
 
 from oonibackend.spool.forwarder import Forwarder
-from oonibackend.spool.writer import Spool, SpoolError
+from oonibackend.spool.writer import Spool, SpoolError, SpoolUnavailable
 
-__all__ = ["Forwarder", "Spool", "SpoolError"]
+__all__ = ["Forwarder", "Spool", "SpoolError", "SpoolUnavailable"]

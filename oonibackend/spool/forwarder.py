@@ -10,6 +10,12 @@ pending and attempts back off exponentially from `retry_min` to `retry_max`.
 The queue holds at most `max_pending_in_memory` items; beyond that new items are left on disk
 and a rescan of the spool is done once the queue drains. A scan also runs at start-up, which
 covers measurements spooled before a crash.
+
+A measurement whose `.post` cannot be read is not necessarily gone: the spool may still owe
+the file (acknowledged from the WAL, but its write failed on a full disk and is retried, or
+the WAL replay is pending: `Spool.owes`). Such an item is parked and retried with back-off,
+and at once when the spool reports that owed files were written. Only a missing file the
+spool does not owe was archived by the uploader (`fastpath_gone_total`).
 """
 
 from __future__ import annotations
@@ -60,20 +66,30 @@ class Forwarder:
         self._wake: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
-        metrics.set("fastpath_pending", lambda: len(self._queue) + self._inflight,
+        # uid -> hour dir of items whose file the spool still owes (see the module doc).
+        self._parked: dict[str, str] = {}
+        self._unpark: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_failing = False
+        metrics.set("fastpath_pending", lambda: self.pending,
                     help="Measurements queued in memory or in flight to the fastpath")
+        metrics.set("fastpath_waiting_for_file", lambda: len(self._parked),
+                    help="Pending measurements waiting for the spool to write their file")
         metrics.set("fastpath_rescan_pending", lambda: float(self._rescan),
                     help="1 when measurements beyond the in-memory queue wait on disk")
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + self._inflight
+        return len(self._queue) + self._inflight + len(self._parked)
 
     async def start(self) -> None:
         if not self._urls:
             log.warning("no fastpath URL configured; measurements are only spooled")
             return
         self._wake = asyncio.Event()
+        self._unpark = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._spool.add_listener(self._on_spool_files)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._concurrency),
             timeout=aiohttp.ClientTimeout(total=self._timeout), headers=self._headers,
@@ -82,10 +98,12 @@ class Forwarder:
         self._tasks = [asyncio.create_task(self._worker(), name=f"forwarder-{i}")
                        for i in range(self._concurrency)]
         self._tasks.append(asyncio.create_task(self._flusher(), name="forwarder-flush"))
+        self._tasks.append(asyncio.create_task(self._parker(), name="forwarder-parked"))
         self._wake.set()
 
     async def close(self) -> None:
         """Stop delivering; undelivered items stay pending on disk for the next start."""
+        self._loop = None  # spool notifications from now on are ignored
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -125,7 +143,9 @@ class Forwarder:
                 if item[2] is not None:
                     self._mem_bytes -= len(item[2])
                 return item
-            if self._rescan and not self._scanning:
+            # While the spool's WAL replay is pending, files on disk may be missing or torn:
+            # the spool's notification triggers the scan once it succeeded.
+            if self._rescan and not self._scanning and not self._spool.recovery_pending:
                 await self._scan()
                 continue
             self._wake.clear()
@@ -142,20 +162,24 @@ class Forwarder:
             except Exception:
                 log.exception("fastpath delivery error", extra={"uid": uid})
                 self._requeue(hour_dir, uid)
+                await asyncio.sleep(self._retry_min)  # a bug must not spin the loop
             finally:
                 self._inflight -= 1
 
     async def _deliver(self, hour_dir: str, uid: str, body: bytes | None) -> None:
         if body is None:
+            # Asked before reading: the spool stops owing a file only once it is written, so
+            # a file missing after a "not owed" was written and then removed.
+            if self._spool.owes(hour_dir, uid):
+                self._park(hour_dir, uid)
+                return
             path = layout.post_path(self._spool.incoming, hour_dir, uid)
             try:
-                try:
-                    body = await asyncio.to_thread(_read, path)
-                except FileNotFoundError:
-                    # Acknowledged files are created just after the answer: wait for those.
-                    await self._spool.files_written()
-                    body = await asyncio.to_thread(_read, path)
+                body = await asyncio.to_thread(_read, path)
             except FileNotFoundError:
+                if self._spool.owes(hour_dir, uid):  # degraded since: the replay will write it
+                    self._park(hour_dir, uid)
+                    return
                 # Archived and removed by the uploader meanwhile: nothing left to deliver.
                 self._known.discard(uid)
                 self._metrics.inc("fastpath_gone_total",
@@ -197,6 +221,71 @@ class Forwarder:
             self._delivered_during_scan.add(uid)
         self._metrics.inc("fastpath_delivered_total", help="Measurements accepted by the fastpath")
 
+    # -- items whose file the spool owes ----------------------------------------------------
+
+    def _park(self, hour_dir: str, uid: str) -> None:
+        """Keep an item (still in `_known`) until the spool has written its file."""
+        assert self._unpark is not None
+        self._metrics.inc("fastpath_file_waits_total",
+                          help="Deliveries postponed because the spool had not written the "
+                          "file yet (e.g. disk full)")
+        if not self._parked:
+            self._unpark.set()  # start the parker's back-off
+        self._parked[uid] = hour_dir
+
+    def _on_spool_files(self) -> None:
+        """Spool thread: owed files were written, or a pending WAL replay succeeded."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._spool_files_written)
+        except RuntimeError:
+            pass  # loop closed
+
+    def _spool_files_written(self) -> None:
+        if self._wake is None or self._unpark is None or self._loop is None:
+            return
+        # Files restored by a replay were never queued: a scan finds them.
+        self._rescan = True
+        self._unpark.set()
+        self._wake.set()
+
+    async def _parker(self) -> None:
+        """Move parked items back to the queue once the spool no longer owes their file:
+        at once when the spool says so, else polled with back-off."""
+        assert self._unpark is not None and self._wake is not None
+        delay = self._retry_min
+        while True:
+            if not self._parked:
+                self._unpark.clear()
+                await self._unpark.wait()
+                self._unpark.clear()
+                delay = self._retry_min
+                continue
+            try:
+                await asyncio.wait_for(self._unpark.wait(), delay)
+            except TimeoutError:
+                pass
+            self._unpark.clear()
+            if self._spool.recovery_pending:
+                continue
+            ready = []
+            for n, (uid, hour_dir) in enumerate(list(self._parked.items())):
+                if n % 1000 == 999:
+                    await asyncio.sleep(0)  # many parked: do not hold the loop
+                if not self._spool.owes(hour_dir, uid):
+                    ready.append(uid)
+            for uid in ready:
+                hour_dir = self._parked.pop(uid, None)
+                if hour_dir is not None:
+                    self._queue.append((hour_dir, uid, None))
+            if ready:
+                self._wake.set()
+                delay = self._retry_min
+            else:
+                delay = min(delay * 2, self._retry_max)
+
     def _requeue(self, hour_dir: str, uid: str) -> None:
         """Back to the end of the queue (others go first), body re-read from disk later."""
         if len(self._queue) >= self._max_pending:
@@ -219,8 +308,18 @@ class Forwarder:
         try:
             await asyncio.to_thread(layout.append_delivered, self._spool.incoming, batch)
         except OSError as e:
-            # Only costs re-deliveries after a restart, which the fastpath collapses.
-            log.error("cannot record delivered measurements", extra={"error": str(e)})
+            # Kept and retried at the next flush (disk full): lost, they would only cost
+            # re-deliveries after a restart, which the fastpath collapses.
+            if not self._flush_failing:
+                log.error("cannot record delivered measurements (retried)",
+                          extra={"error": str(e)})
+            self._flush_failing = True
+            for hour_dir, uids in batch.items():
+                self._delivered_buf[hour_dir] = uids + self._delivered_buf.get(hour_dir, [])
+            return
+        if self._flush_failing:
+            self._flush_failing = False
+            log.info("delivered measurements recorded again")
 
     async def _scan(self) -> None:
         assert self._wake is not None
@@ -232,9 +331,11 @@ class Forwarder:
             await self._flush()
             found, more = await asyncio.to_thread(
                 layout.scan_pending, self._spool.incoming, self._max_pending)
+            # Delivered but not recorded on disk yet (a failed flush is retried).
+            unflushed = {u for uids in self._delivered_buf.values() for u in uids}
             added = 0
             for hour_dir, uid in found:
-                if uid in self._known or uid in done:
+                if uid in self._known or uid in done or uid in unflushed:
                     continue
                 if len(self._queue) >= self._max_pending:
                     more = True

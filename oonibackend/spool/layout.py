@@ -56,12 +56,21 @@ def write_post(path: str, body: bytes) -> bool:
         created = True
         fd = os.open(tmp, flags, 0o644)
     try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        # Disk full, I/O error: no partial temporary file left behind (it is retried, and a
+        # full disk must not fill with litter).
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return created
 
 
@@ -170,9 +179,16 @@ def append_delivered(incoming: Path, batch: dict[str, list[str]]) -> None:
         except FileNotFoundError:
             continue
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                # Disk full after part of the batch: cut the torn line off, so that the
+                # caller's retry does not glue its first uid to it.
+                os.ftruncate(fd, start)
+                raise
         finally:
             os.close(fd)
 

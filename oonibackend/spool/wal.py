@@ -110,13 +110,15 @@ def read_segment(path: Path) -> tuple[list[Record], int]:
     return records, reader.torn
 
 
-
 class Segment:
     """An open segment, appended to by the spool's writer thread only."""
 
     def __init__(self, path: Path, sync: bool) -> None:
         self.path = path
         self.size = 0
+        # Records in this segment that were acknowledged (set by the spool after each
+        # successful commit): a segment without any holds nothing to keep after a failure.
+        self.acknowledged = 0
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
             self.append(MAGIC)
@@ -126,7 +128,14 @@ class Segment:
                 os.fsync(self._fd)
                 fsync_dir(path.parent)
         except BaseException:
+            # Nothing in it was acknowledged: leave no empty segment behind (a full disk
+            # would otherwise leave one per failed append).
             os.close(self._fd)
+            self._fd = -1
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
             raise
 
     def append(self, data: bytes) -> None:
@@ -143,6 +152,16 @@ class Segment:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def discard(self) -> None:
+        """Close and delete a segment holding no acknowledged record (after a failed append:
+        its content was never acknowledged, so recovery would ignore it anyway)."""
+        assert not self.acknowledged
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 def segments(wal_dir: Path) -> list[Path]:

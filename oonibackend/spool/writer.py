@@ -16,6 +16,17 @@ measurement capped the API near 1,800 req/s on the target machine, one per batch
 * on start, any segment left over (crash, power loss) is replayed: a record whose `.post` is
   missing or differs from its record is rewritten. A torn last record was never acknowledged.
 
+A full disk (or any write error) never loses an acknowledged measurement nor stops the API:
+
+* a `.post` that cannot be written stays *owed* (`owes()`): its WAL segment is kept and the
+  write retried at each checkpoint; listeners (`add_listener`, the forwarder) are told when
+  owed files appear, so delivery does not wait for a restart;
+* when the replay at start fails, the spool starts *degraded* (`start(degraded_ok=True)`):
+  the segments are kept, `write` refuses new measurements (`SpoolUnavailable`), and a thread
+  retries the replay with back-off until it succeeds, then accepts measurements again;
+* a segment whose first append fails holds nothing acknowledged and is deleted at once, so
+  a full disk does not fill the WAL directory with empty segments.
+
 One process owns a spool directory (an flock on `wal/LOCK`), so a second API process on the
 same directory fails at start instead of replaying a live WAL.
 """
@@ -30,6 +41,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,10 +63,21 @@ _FILES_BACKLOG = 256
 # Files per task of the file threads, and tasks queued to them.
 _CHUNK = 16
 _FILES_IN_FLIGHT = 64
+# Back-off between attempts of a failed start-up replay (seconds).
+RECOVERY_RETRY_MIN = 0.5
+RECOVERY_RETRY_MAX = 5.0
 
 
 class SpoolError(Exception):
     """A measurement could not be made durable (disk full, I/O error, spool closed)."""
+
+    retry_after = 10  # seconds a client should wait before trying again
+
+
+class SpoolUnavailable(SpoolError):
+    """The spool refuses measurements until the replay of its WAL succeeds (degraded)."""
+
+    retry_after = 30
 
 
 @dataclass
@@ -97,13 +120,37 @@ class Spool:
         self._lock_fd = -1
         self._closed = True
         self._last_rotate = time.monotonic()
+        # Paths of `.post` files acknowledged (WAL durable) but not written yet: in flight to
+        # the files thread, or failed and waiting for a retry. Touched by the spool's threads
+        # and read by the event loop; single set operations are atomic in CPython.
+        self._owed: set[str] = set()
+        self._listeners: list[Callable[[], None]] = []
+        # Degraded mode: segments whose replay failed at start, retried by a thread.
+        self._recovery_segs: list[Path] | None = None
+        self.recovery_error = ""
+        self._recovery_stop = threading.Event()
+        self._recovery_thread: threading.Thread | None = None
+        m = self._metrics
+        m.set("spool_recovery_pending", lambda: float(self.recovery_pending),
+              help="1 while the WAL replay failed at start: submissions are refused")
+        m.set("spool_files_owed", lambda: len(self._owed),
+              help="Acknowledged measurements whose .post file is not written yet")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Take the spool lock, replay leftover WAL segments, start the writer thread."""
-        await asyncio.to_thread(self._open)
+    async def start(self, degraded_ok: bool = False) -> None:
+        """Take the spool lock, replay leftover WAL segments, start the writer thread.
+
+        When the replay fails (disk full, I/O error) it raises, unless `degraded_ok`: then the
+        spool starts degraded (`recovery_pending`), refusing writes while a thread retries the
+        replay; it accepts writes again by itself once the replay succeeds.
+        """
+        await asyncio.to_thread(self._open, degraded_ok)
         self._closed = False
+        if self._recovery_segs is not None:
+            self._recovery_thread = threading.Thread(
+                target=self._recovery_run, name="spool-recovery", daemon=True)
+            self._recovery_thread.start()
         self._ckpt_pool = concurrent.futures.ThreadPoolExecutor(1, "spool-checkpoint")
         self._file_pool = concurrent.futures.ThreadPoolExecutor(self._file_threads, "spool-file")
         self._files_thread = threading.Thread(target=self._files_run, name="spool-files",
@@ -117,6 +164,9 @@ class Spool:
         if self._closed:
             return
         self._closed = True
+        self._recovery_stop.set()
+        if self._recovery_thread is not None:
+            await asyncio.to_thread(self._recovery_thread.join)
         self._queue.put(_STOP)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
@@ -135,6 +185,8 @@ class Spool:
         path = layout.post_path(self.incoming, hour_dir, uid)  # validates both names
         if self._closed:
             raise SpoolError("spool closed")
+        if self._recovery_segs is not None:
+            raise SpoolUnavailable(f"spool recovery pending: {self.recovery_error}")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._queue.put((hour_dir, uid, path, body, fut, loop))
@@ -149,9 +201,35 @@ class Spool:
     def post_path(self, hour_dir: str, uid: str) -> Path:
         return Path(layout.post_path(self.incoming, hour_dir, uid))
 
+    @property
+    def recovery_pending(self) -> bool:
+        """True while the start-up replay of the WAL has not succeeded (degraded mode)."""
+        return self._recovery_segs is not None
+
+    def owes(self, hour_dir: str, uid: str) -> bool:
+        """Whether the spool cannot vouch for `<uid>.post` yet: the measurement was
+        acknowledged but its file is not written (in flight, or failed and retried), or the
+        WAL replay is pending (a file may then be missing or torn). A missing file that is
+        not owed was removed after it was written (archived by the uploader)."""
+        if self._recovery_segs is not None:
+            return True
+        return layout.post_path(self.incoming, hour_dir, uid) in self._owed
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` (from a spool thread) whenever files that were owed after a
+        failure, or restored by a delayed replay, have been written."""
+        self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for cb in list(self._listeners):
+            try:
+                cb()
+            except Exception:
+                log.exception("spool listener failed")
+
     # -- start-up: lock and recovery ----------------------------------------------------------
 
-    def _open(self) -> None:
+    def _open(self, degraded_ok: bool = False) -> None:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.wal_dir.mkdir(parents=True, exist_ok=True)
         fd = try_flock(self.wal_dir / "LOCK")
@@ -160,9 +238,21 @@ class Spool:
         self._lock_fd = fd
         segs = wal.segments(self.wal_dir)
         self._seq = int(segs[-1].stem) + 1 if segs else 1
-        if segs:
-            self.recover(segs)
         removed = layout.remove_stale_tmp(self.incoming, older_than=0)
+        if segs:
+            try:
+                self.recover(segs)
+            except OSError as e:
+                if not degraded_ok:
+                    os.close(self._lock_fd)
+                    self._lock_fd = -1
+                    raise
+                # Keep the segments (new ones are numbered after them) and retry later.
+                self._recovery_segs = segs
+                self.recovery_error = _describe(e)
+                log.error("spool recovery failed: submissions are refused until a retry "
+                          "succeeds", extra={"error": self.recovery_error,
+                                             "segments": len(segs)})
         if removed:
             log.info("removed stale temporary spool files", extra={"count": removed})
 
@@ -203,6 +293,29 @@ class Spool:
         self._metrics.inc("spool_recovered_total", len(rewritten),
                           help="Measurement files rewritten from the WAL at start-up")
         return len(rewritten)
+
+    def _recovery_run(self) -> None:
+        """Degraded mode: retry the replay with back-off until it succeeds or close()."""
+        delay = RECOVERY_RETRY_MIN
+        attempts = 0
+        while not self._recovery_stop.wait(delay):
+            attempts += 1
+            segs = [s for s in self._recovery_segs or () if s.exists()]
+            try:
+                self.recover(segs)
+            except Exception as e:  # OSError mostly; a bug must not end the retries either
+                self.recovery_error = _describe(e)
+                if delay >= RECOVERY_RETRY_MAX:
+                    log.warning("spool recovery still failing",
+                                extra={"error": self.recovery_error, "attempts": attempts})
+                delay = min(delay * 2, RECOVERY_RETRY_MAX)
+                continue
+            self._recovery_segs = None
+            self.recovery_error = ""
+            log.info("spool recovered after a failed start: accepting measurements again",
+                     extra={"attempts": attempts})
+            self._notify()
+            return
 
     # -- writer thread: WAL group commit, acknowledgements ------------------------------------
 
@@ -272,15 +385,17 @@ class Spool:
                 self._metrics.observe("spool_fsync_seconds", time.perf_counter() - t0,
                                       help="Latency of the WAL fdatasync (one per batch)")
         except OSError as e:
-            # The segment may now end in a partial record; appending after it would hide later
-            # records from recovery, so abandon it (its earlier records stay covered).
             log.error("WAL append failed", extra={"error": str(e), "batch": len(batch)})
-            self._abandon_segment()
+            self._drop_failed_segment()
             self._metrics.inc("spool_errors_total", len(batch), help="Failed spool writes")
             self._resolve(batch, [SpoolError(f"WAL write failed: {e}")] * len(batch))
             return
-        # Durable: acknowledge now. The .post files are created by the files thread; file
-        # creation latency on a busy ext4 varies 25-300 us and must not hold answers back.
+        seg.acknowledged += len(batch)
+        # Owed until the files thread has written them (the forwarder must not take a missing
+        # file for an archived one), then durable: acknowledge now. The .post files are
+        # created by the files thread; file creation latency on a busy ext4 varies 25-300 us
+        # and must not hold answers back.
+        self._owed.update([path for _, _, path, _, _, _ in batch])
         self._resolve(batch, [None] * len(batch))
         m = self._metrics
         m.inc("spool_writes_total", len(batch), help="Measurements made durable in the spool")
@@ -309,6 +424,24 @@ class Spool:
             self._seq += 1
             self._segment = wal.Segment(path, sync=self._fsync)
         return self._segment
+
+    def _drop_failed_segment(self) -> None:
+        """After a failed append: the segment may end in a partial record, and appending after
+        it would hide later records from recovery. One without acknowledged records is
+        deleted (a full disk must not leave a segment per attempt); otherwise it is abandoned
+        and its earlier records stay covered until a checkpoint."""
+        seg = self._segment
+        if seg is None:
+            return  # creating it failed: wal.Segment removed the file
+        if seg.acknowledged:
+            self._abandon_segment()
+            return
+        self._segment = None
+        try:
+            seg.discard()
+        except OSError as e:
+            log.error("cannot delete an unused WAL segment", extra={"error": str(e)})
+            self._files_q.put((_SEGMENT, seg.path))
 
     def _abandon_segment(self) -> None:
         """Close the current segment; its deletion waits for the files queued before now."""
@@ -362,19 +495,25 @@ class Spool:
         """Write `.post` files; returns what was written and what must be retried."""
         done = _Checkpoint()
         t0 = time.perf_counter()
+        error: OSError | None = None
         for path, body in items:
             try:
                 if layout.write_post(path, body):
                     done.dirs.add(str(self.incoming))
+                self._owed.discard(path)
                 done.files.append(path)
                 done.dirs.add(os.path.dirname(path))
             except OSError as e:
                 # Durable in the WAL: keep the segment (recovery or a later checkpoint writes
-                # the file) by retrying at the next checkpoint.
-                log.error("spool file write failed", extra={"path": path, "error": str(e)})
-                self._metrics.inc("spool_file_errors_total",
-                                  help=".post writes that failed (retried; WAL kept)")
+                # the file) by retrying at the next checkpoint. Still owed meanwhile.
+                error = e
                 done.retry.append((path, body))
+        if error is not None:
+            # One line per chunk: a full disk fails every file.
+            log.error("spool file write failed (retried at the next checkpoint)",
+                      extra={"files": len(done.retry), "error": str(error)})
+            self._metrics.inc("spool_file_errors_total", len(done.retry),
+                              help=".post writes that failed (retried; WAL kept)")
         self._metrics.observe("spool_files_seconds", time.perf_counter() - t0,
                               help="Time writing one chunk of .post files")
         return done
@@ -393,7 +532,10 @@ class Spool:
         """What the next checkpoint must cover; None when idle or files still fail."""
         if self._pending.retry:
             retry, self._pending.retry = self._pending.retry, []
-            self._pending.merge(self._write_files(retry))
+            done = self._write_files(retry)
+            self._pending.merge(done)
+            if done.files:
+                self._notify()  # files that were owed exist now: deliver them
             if self._pending.retry:
                 return None  # still failing: keep every segment until they are written
         if not self._pending.segments and self._ckpt_failed is None:
@@ -450,6 +592,12 @@ def _chunks(items: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
         by_dir.setdefault(os.path.dirname(item[0]), []).append(item)
     return [group[i:i + _CHUNK] for group in by_dir.values()
             for i in range(0, len(group), _CHUNK)]
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror} ({e.filename})" if e.filename else e.strerror
+    return str(e) or type(e).__name__
 
 
 def _set_results(results: list[tuple[asyncio.Future, BaseException | None]]) -> None:

@@ -146,6 +146,7 @@ async def test_wal_failure_rejects_batch_then_recovers(tmp_path, monkeypatch):
     spool = Spool(make_cfg(tmp_path))
     await spool.start()
     try:
+        await spool.write(*new_item(), b"first")  # the segment now holds an acknowledged one
         hour, uid = new_item()
         orig = wal.Segment.sync
 
