@@ -7,7 +7,6 @@ import logging
 import socket
 
 import uvloop
-from aiohttp import web
 
 from oonibackend.config import Config
 from oonibackend.exitcodes import EXIT_CANNOT_LISTEN
@@ -41,6 +40,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(args: argparse.Namespace, cfg: Config) -> int:
+    from oonibackend import httpserver
     from oonibackend.app import make_app
 
     host, port = cfg.server.host, cfg.server.port
@@ -52,5 +52,6 @@ def serve(args: argparse.Namespace, cfg: Config) -> int:
     uvloop.install()
     app = make_app(cfg)
     log.info("API listening", extra={"host": host, "port": port})
-    web.run_app(app, sock=sock, access_log=None, print=None, shutdown_timeout=10.0)
+    # web.run_app, with request header and body deadlines (oonibackend/httpserver.py).
+    httpserver.run_app(app, sock, cfg.server, shutdown_timeout=10.0)
     return 0

@@ -155,6 +155,36 @@ async def test_whitelisted_address_never_metered(servers):
             assert status == 429
 
 
+async def test_submissions_never_refused_for_quota(servers):
+    """By design, as in the legacy API (`/report*` unmetered): probes behind CGNAT share a /24,
+    and a refused measurement is lost. A spent network still opens reports and submits."""
+    a, b, seeder = servers
+    ip = "11.22.33.44"
+    seeder.leave(ip, 0.0)
+    report = {"probe_cc": "IT", "probe_asn": "AS12874", "test_name": "web_connectivity",
+              "software_name": "quota-test", "software_version": "1.0",
+              "test_version": "0.4.3", "format": "json", "data_format_version": "0.2.0",
+              "test_start_time": "2026-12-06 12:00:00"}
+    headers = {"X-Real-IP": ip}
+    async with aiohttp.ClientSession() as s:
+        for server in (a, b):
+            assert (await get(s, server.url + "/robots.txt", ip))[0] == 429  # spent
+            async with s.post(server.url + "/report", json=report, headers=headers) as r:
+                assert r.status == 200 and HDR not in r.headers
+                rid = (await r.json())["report_id"]
+            content = {**report, "report_id": rid, "input": "https://example.org/",
+                       "measurement_start_time": "2026-12-06 12:00:01", "test_keys": {}}
+            async with s.post(f"{server.url}/report/{rid}", headers=headers,
+                              json={"format": "json", "content": content}) as r:
+                assert r.status == 200 and HDR not in r.headers
+                assert "measurement_uid" in await r.json()
+            async with s.post(server.url + "/api/v1/submit_measurement", headers=headers,
+                              json={"format": "json", "content": content}) as r:
+                assert r.status == 200 and HDR not in r.headers
+            async with s.post(f"{server.url}/report/{rid}/close", headers=headers) as r:
+                assert r.status == 200
+
+
 async def test_quotas_shared_between_processes(servers):
     a, b, seeder = servers
     ip = "7.7.7.7"
