@@ -5,7 +5,9 @@
 
 Everything but scoring runs on one uvloop event loop in the main process; scoring runs in
 spawned worker processes. A measurement is owned by the intake queue from the feeder's 200
-until its rows are inserted (or it is quarantined), so a crash anywhere only replays work.
+until its rows are inserted (or it is quarantined), so a crash anywhere only replays work;
+and the batch the sink was inserting is replayed first, with the same entries and
+deduplication token (workers/intake/batches.py), so a replay never stores rows twice.
 
 SIGTERM / SIGINT: stop accepting, let in-flight scoring and the last batch finish for a few
 seconds, leave the rest in the durable queue, exit 0.
@@ -26,6 +28,7 @@ from oonibackend import storage
 from oonibackend.config import Config
 from oonibackend.exitcodes import EXIT_CANNOT_LISTEN, EXIT_LOCKED
 from oonibackend.metrics import Metrics
+from workers.intake.batches import BatchJournal
 from workers.intake.feeder import Feeder
 from workers.intake.pool import FINGERPRINTS_REF, PROCESS_REF, Pool
 from workers.intake.quarantine import Quarantine
@@ -63,10 +66,11 @@ class Service:
         self.queue = IntakeQueue(root / "queue", fp.max_queue, sync=sync)
         self.quarantine = Quarantine(root / "quarantine", sync=sync)
         self.db = storage.connect(cfg)
+        self.journal = BatchJournal(root / "queue" / "batches", sync=sync)
         self.sink: Sink[Entry] = Sink(
             self.db, batch_size=fp.batch_size, batch_interval=fp.batch_interval,
             retry_max=fp.insert_retry_max, metrics=self.metrics,
-            on_committed=self.queue.commit, on_rejected=self._rejected)
+            on_committed=self.queue.commit, on_rejected=self._rejected, journal=self.journal)
         self.pool: Pool[Entry] = Pool(
             fp.workers, on_done=self._done, on_error=self._failed, metrics=self.metrics,
             process_ref=process_ref, fingerprints_ref=fingerprints_ref,
@@ -120,6 +124,7 @@ class Service:
                          kind=kind)
         log.warning("measurement quarantined", extra={"uid": entry.uid, "kind": kind,
                                                       "reason": (message.splitlines() or [""])[0][:500]})
+        self.sink.discard(entry)
         self._spawn(self._quarantine(entry, body, f"{kind}: {message}"))
 
     async def _rejected(self, entry: Entry, reason: str) -> None:
@@ -169,6 +174,14 @@ class Service:
         runner: web.AppRunner | None = None
         background: list[asyncio.Task[Any]] = []
         try:
+            # Batches the previous run was inserting: their entries are scored first.
+            try:
+                manifests = await asyncio.to_thread(self.journal.load)
+            except OSError as e:  # duplicates until merged are possible, losses are not
+                log.error("cannot read the batch journal; its batches are inserted as new "
+                          "ones", extra={"error": str(e)})
+                manifests = []
+            self.queue.prioritize(self.sink.recover(manifests, self.queue.entry))
             await self.pool.start()
             self.sink.start()
             try:

@@ -126,13 +126,17 @@ class HTTPDatabase(Database):
 
     async def insert(self, table: str, rows: Sequence[Mapping[str, Any]],
                      columns: Sequence[str] | None = None, settings: Settings = None) -> None:
+        """Settings (e.g. insert_deduplication_token) go as URL parameters, and also inline
+        for the embedded owner, which ignores URL settings on inserts (as `insert_raw`)."""
+        from oonibackend.storage.chdb_local import insert_prefix
+
         if not rows:
             return
         cols = list(columns or rows[0].keys())
         p = self._params(settings, False)
         p.pop("default_format", None)
-        p["query"] = (f"INSERT INTO {sql.ident(table)} "
-                      f"({', '.join(sql.ident(c) for c in cols)}) FORMAT JSONEachRow")
+        inline = settings if self.embedded else None
+        p["query"] = f"{insert_prefix(table, cols, inline)} FORMAT JSONEachRow"
         await self._post(p, types.json_each_row(rows, cols))
 
     async def stream(self, statement: str, params: Params = None,

@@ -12,8 +12,9 @@ pending in its own spool and retries, so nothing piles up in memory here.
 Life of an entry: put (durable) -> get (handed to the worker pool) -> commit (its rows are
 in the database, or it was quarantined). Commits are marked in the segment's ack file and a
 segment is deleted once it is sealed and all its entries are committed. On start every
-record without a commit mark is queued again: delivery is at-least-once, duplicates
-collapse in the ReplacingMergeTree keyed by measurement_uid.
+record without a commit mark is queued again: delivery is at-least-once, and the sink's
+batch journal (batches.py: entries of the batch being inserted + its deduplication token)
+makes ClickHouse drop the rows of a replayed batch it already has.
 
 Bodies are kept in memory up to `memory_bytes` (the common case: scored right away);
 beyond that they are read back from the segment when needed.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from oonibackend.fileutil import try_flock
 from workers.intake import segment as seg
+from workers.intake.recent import KEEP, CommittedLog
 
 log = logging.getLogger("workers.intake.queue")
 
@@ -83,8 +85,10 @@ class _Incoming:
 class IntakeQueue:
     def __init__(self, directory: Path, max_entries: int, *, sync: bool = True,
                  segment_bytes: int = SEGMENT_BYTES, memory_bytes: int = MEMORY_BYTES,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, remember: int = KEEP) -> None:
         self.directory = Path(directory)
+        # Uids committed lately: delivered again (the API lost its mark), not queued again.
+        self.recent = CommittedLog(self.directory, keep=remember)
         self.max_entries = max(1, max_entries)
         self._sync = sync
         self._segment_bytes = segment_bytes
@@ -149,6 +153,7 @@ class IntakeQueue:
         self._lock_fd = fd
 
     def _recover(self) -> int:
+        self.recent.open()
         count = 0
         for seq, path in seg.segment_paths(self.directory):
             self._next_seq = max(self._next_seq, seq + 1)
@@ -198,6 +203,7 @@ class IntakeQueue:
         self._incoming.clear()
         for s in self._segments.values():
             s.file.close()
+        self.recent.close()
         if self._active is not None and self._active.outstanding == 0:
             self._active.file.remove()  # nothing uncommitted in it
             self._segments.pop(self._active.file.seq, None)
@@ -212,11 +218,12 @@ class IntakeQueue:
         """Return once (uid, body) is durable; QueueFull beyond the bound.
 
         A uid already queued is not written twice (the API may deliver again after losing
-        its "delivered" mark): the earlier durable copy answers for it.
+        its "delivered" mark): the earlier durable copy answers for it; nor one committed
+        lately (`recent`): its rows are in the database already.
         """
         if self._closed or self._has_incoming is None:
             raise QueueClosed("fastpath shutting down")
-        if uid in self._entries:
+        if uid in self._entries or uid in self.recent:
             return
         writing = self._writing.get(uid)
         if writing is not None:
@@ -351,6 +358,23 @@ class IntakeQueue:
         if self._has_pending is not None:
             self._has_pending.set()
 
+    def entry(self, uid: str) -> Entry | None:
+        """The uncommitted entry of `uid`, if any."""
+        return self._entries.get(uid)
+
+    def prioritize(self, entries: Iterable[Entry]) -> None:
+        """Hand these entries out before any other, in this order (those still pending):
+        the sink's unfinished batches of the previous run wait for them."""
+        first = list(entries)
+        if not first:
+            return
+        chosen = {id(e) for e in first}
+        waiting = {id(e) for e in self._pending}
+        rest = [e for e in self._pending if id(e) not in chosen]
+        self._pending = deque([e for e in first if id(e) in waiting] + rest)
+        if self._has_pending is not None and self._pending:
+            self._has_pending.set()
+
     async def body_of(self, e: Entry) -> bytes:
         if e.body is not None:
             return e.body
@@ -359,6 +383,7 @@ class IntakeQueue:
     def commit(self, entries: Iterable[Entry]) -> int:
         """Forget entries whose rows are in the database (or that were quarantined)."""
         marks: dict[int, tuple[_Segment, list[int]]] = {}
+        uids: list[str] = []
         n = 0
         for e in entries:
             if e.committed:
@@ -371,6 +396,8 @@ class IntakeQueue:
             s = e.segment
             s.outstanding -= 1
             marks.setdefault(s.file.seq, (s, []))[1].append(e.offset)
+            uids.append(e.uid)
+        self.recent.add(uids)  # before the marks: a crash in between only replays them
         for s, offsets in marks.values():
             if s.sealed and s.outstanding == 0:
                 self._drop(s)
