@@ -47,6 +47,15 @@ class ServerConfig:
     metrics_allow: list[str] = field(default_factory=list)
     # Largest accepted request body, in bytes (after decompression for measurements).
     max_body_size: int = 16 * 1024 * 1024
+    # Seconds a connection may take to send a request line and headers: from its opening,
+    # or on a kept-alive connection from the first byte of the next request (0: no limit).
+    header_timeout: float = 10.0
+    # Seconds a request body may take from the end of its headers, plus one second per
+    # body_min_rate bytes received (0: no limit); past it the reader gets a 408.
+    body_timeout: float = 30.0
+    body_min_rate: int = 500
+    # Seconds an idle kept-alive connection stays open (aiohttp's keepalive_timeout).
+    keepalive_timeout: float = 75.0
     # Origins allowed for credentialed CORS (regular expressions).
     cors_origins: list[str] = field(
         default_factory=lambda: [
@@ -75,6 +84,9 @@ class DatabaseConfig:
     owner_socket: str = "run/db.sock"
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    # The API's database probe (health monitor and circuit breaker, storage.breaker): no
+    # answer within this many seconds and reads are refused at once until it answers again.
+    probe_timeout: float = 1.0
     # Sent as the ClickHouse setting `max_execution_time` on reads (seconds).
     max_execution_time: int = 28
     pool_size: int = 8
@@ -146,7 +158,9 @@ class QuotasConfig:
     token_monthly: int = 6000
     # Addresses never metered.
     whitelist: list[str] = field(default_factory=lambda: ["37.218.245.43", "37.218.242.149"])
-    # Exact paths and path prefixes (ending in "*") that are never metered.
+    # Exact paths and path prefixes (ending in "*") that are never metered. Submissions
+    # (/report, /report/{id}, submit_measurement) are unmetered by design, as in the legacy
+    # API: probes behind CGNAT share a /24, and a refused measurement is lost for good.
     unmetered: list[str] = field(
         default_factory=lambda: ["/", "/health", "/metrics", "/version", "/report*",
                                  "/api/v1/submit_measurement"]
@@ -540,6 +554,9 @@ def load(path: str | None = None, **overrides: Any) -> Config:
         raise ConfigError("database.driver must be embedded, http or native")
     if cfg.logging.format not in ("auto", "text", "json"):
         raise ConfigError("logging.format must be auto, text or json")
+    for key in ("header_timeout", "body_timeout", "body_min_rate", "keepalive_timeout"):
+        if getattr(cfg.server, key) < 0:
+            raise ConfigError(f"server.{key} must not be negative")
     if cfg.database.driver != "embedded" and not cfg.database.url:
         raise ConfigError(f"database.url is required with driver {cfg.database.driver}")
     sock = os.fsencode(cfg.owner_socket())
