@@ -16,20 +16,15 @@ load goes through the API and the forwarder, and duplicates are counted before a
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 
-from oonibackend import storage
-from oonibackend.storage import DatabaseError
-from tests.integration.test_fastpath_stack import Stack, open_report, sample
+from tests.faults.harness import Load, feeder_metric, settle, stop_merges
+from tests.integration.test_fastpath_stack import Stack
 
 pytestmark = pytest.mark.faults
 
@@ -46,131 +41,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory, geoip_files) -> Iterator[Sta
         yield s
 
 
-@dataclass
-class Load:
-    """Submissions through the API at a steady rate; a uid counts once answered 200."""
-
-    api: str
-    rate: float = RATE
-    acked: list[str] = field(default_factory=list)
-    refused: Counter[str] = field(default_factory=Counter)
-
-    async def run(self, seconds: float, faults: list[tuple[float, Callable[[], Awaitable]]]
-                  ) -> None:
-        msm = sample("report1.json")
-        timeout = aiohttp.ClientTimeout(total=30)
-        connector = aiohttp.TCPConnector(limit=MAX_INFLIGHT)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as s:
-            rid = await open_report(s, self.api, msm)
-            body = json.dumps({"format": "json",
-                               "content": {**msm, "report_id": rid}}).encode()
-            loop = asyncio.get_running_loop()
-            inflight: set[asyncio.Task] = set()
-            injected = [asyncio.create_task(self._later(at, f)) for at, f in faults]
-            t0 = loop.time()
-            i = 0
-            while True:
-                due = t0 + i / self.rate
-                if due - t0 >= seconds:
-                    break
-                if due > loop.time():
-                    await asyncio.sleep(due - loop.time())
-                i += 1
-                if len(inflight) >= MAX_INFLIGHT:
-                    self.refused["skipped"] += 1
-                    continue
-                t = asyncio.create_task(self._one(s, rid, body))
-                inflight.add(t)
-                t.add_done_callback(inflight.discard)
-            await asyncio.gather(*inflight, *injected)
-
-    async def _later(self, at: float, fault: Callable[[], Awaitable]) -> None:
-        await asyncio.sleep(at)
-        await fault()
-
-    async def _one(self, s: aiohttp.ClientSession, rid: str, body: bytes) -> None:
-        try:
-            async with s.post(f"{self.api}/report/{rid}", data=body) as r:
-                if r.status == 200:
-                    self.acked.append((await r.json())["measurement_uid"])
-                else:
-                    self.refused[str(r.status)] += 1
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            self.refused[type(e).__name__] += 1
-
-
-async def retry(what: Callable[[], Awaitable], timeout: float = 60.0):
-    """`what()` until the database answers (it may be restarting)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await what()
-        except DatabaseError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-async def stop_merges(stack: Stack) -> None:
-    """No merges of `fastpath`: a duplicate stays visible (runtime state of the database
-    process: again after each restart of the owner)."""
-    async def stop() -> None:
-        db = storage.connect(stack.cfg())
-        try:
-            await db.execute("SYSTEM STOP MERGES fastpath")
-        finally:
-            await db.close()
-
-    await retry(stop)
-
-
-async def counts(stack: Stack, uids: list[str]) -> tuple[int, int]:
-    """(rows, distinct uids) among `uids` in fastpath, without FINAL."""
-    rows = await stack.query_uids(
-        "SELECT count() AS n, uniqExact(measurement_uid) AS u FROM fastpath "
-        "WHERE has(%(u)s, measurement_uid)", uids)
-    return sum(r["n"] for r in rows), sum(r["u"] for r in rows)
-
-
-def metric(stack: Stack, name: str) -> float | None:
-    try:
-        return stack.metric(name)
-    except OSError:
-        return None
-
-
-async def settle(stack: Stack, uids: list[str], since: float) -> tuple[int, int, float]:
-    """Wait until every uid has a row (drain time, from `since`), then until the fastpath's
-    queue is empty (whatever is still coming is in); returns (rows, distinct, drain)."""
-    deadline = since + DRAIN_LIMIT
-    drain = None
-    while time.monotonic() < deadline:
-        n, u = await counts(stack, uids)
-        if u == len(uids):
-            drain = time.monotonic() - since
-            break
-        await asyncio.sleep(0.25)
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(metric, stack, "fastpath_queue_depth") == 0:
-            break
-        await asyncio.sleep(0.25)
-    await asyncio.sleep(1.0)  # a late duplicate would be inserted by now
-    n, u = await counts(stack, uids)
-    return n, u, drain if drain is not None else float("inf")
-
-
 async def scenario(stack: Stack, name: str,
                    faults: list[tuple[float, Callable[[], Awaitable]]]) -> None:
     await stop_merges(stack)
-    load = Load(stack.api)
+    load = Load(stack.api, RATE, MAX_INFLIGHT)
     t0 = time.monotonic()
     await load.run(LOAD_SECONDS, faults)
     end = time.monotonic()
     acked = load.acked
     assert len(acked) == len(set(acked))
-    rows, distinct, drain = await settle(stack, acked, end)
+    rows, distinct, drain = await settle(stack, acked, end, DRAIN_LIMIT)
     lost, duplicated = len(acked) - distinct, rows - distinct
-    replayed = await asyncio.to_thread(metric, stack, "fastpath_batches_replayed_total")
+    replayed = await asyncio.to_thread(feeder_metric, stack, "fastpath_batches_replayed_total")
     print(f"\n{name}: acknowledged {len(acked)}, found {distinct}, lost {lost}, "
           f"duplicated {duplicated}, drain {drain:.1f} s (load {end - t0:.1f} s, "
           f"not acknowledged {dict(load.refused)}, batches replayed by the running "

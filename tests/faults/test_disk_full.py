@@ -24,24 +24,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from oonibackend import ids, storage
-from oonibackend.storage import DatabaseError
+from oonibackend import ids
 from tests.conftest import write_config
+from tests.faults.harness import Load, api_metric, settle, stop_merges
 from tests.integration.test_fastpath_stack import Stack, open_report, sample
 
 pytestmark = pytest.mark.faults
@@ -130,80 +127,12 @@ def make_stack(tmp_path: Path, disk: Path, geoip: tuple[Path, Path]) -> Stack:
     return s
 
 
-# -- the database --------------------------------------------------------------------------------
-
-async def retry_db(what, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await what()
-        except DatabaseError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-async def stop_merges(stack: Stack) -> None:
-    async def stop() -> None:
-        db = storage.connect(stack.cfg())
-        try:
-            await db.execute("SYSTEM STOP MERGES fastpath")
-        finally:
-            await db.close()
-
-    await retry_db(stop)
-
-
-async def counts(stack: Stack, uids: list[str]) -> tuple[int, int]:
-    """(rows, distinct uids) among `uids` in fastpath, without FINAL."""
-    rows = await stack.query_uids(
-        "SELECT count() AS n, uniqExact(measurement_uid) AS u FROM fastpath "
-        "WHERE has(%(u)s, measurement_uid)", uids)
-    return sum(r["n"] for r in rows), sum(r["u"] for r in rows)
-
-
-async def api_metric(stack: Stack, name: str) -> float:
-    """A counter of the API's /metrics (0 when never incremented)."""
-    async with aiohttp.ClientSession() as s, s.get(stack.api + "/metrics") as r:
-        text = await r.text()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(("oonibackend_" + name + " ", "oonibackend_" + name + "{")):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def feeder_metric(stack: Stack, name: str) -> float | None:
-    try:
-        return stack.metric(name)
-    except OSError:
-        return None
-
-
-async def drain(stack: Stack, uids: list[str], since: float) -> tuple[int, int, float]:
-    """Wait until every uid has a row (seconds from `since`), then until the fastpath's
-    queue is empty and a late duplicate would be in; returns (rows, distinct, drain)."""
-    deadline = since + DRAIN_LIMIT
-    drained = None
-    while time.monotonic() < deadline:
-        _, u = await counts(stack, uids)
-        if u == len(uids):
-            drained = time.monotonic() - since
-            break
-        await asyncio.sleep(0.5)
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(feeder_metric, stack, "fastpath_queue_depth") == 0:
-            break
-        await asyncio.sleep(0.25)
-    await asyncio.sleep(1.5)
-    n, u = await counts(stack, uids)
-    return n, u, drained if drained is not None else float("inf")
-
+# -- the verdict ---------------------------------------------------------------------------------
 
 async def report(stack: Stack, name: str, acked: list[str], since: float,
                  extra: str = "") -> None:
     assert len(acked) == len(set(acked))
-    rows, distinct, drained = await drain(stack, acked, since)
+    rows, distinct, drained = await settle(stack, acked, since, DRAIN_LIMIT)
     lost, duplicated = len(acked) - distinct, rows - distinct
     gone = await api_metric(stack, "fastpath_gone_total")
     print(f"\n{name}: acknowledged {len(acked)}, found {distinct}, lost {lost}, "
@@ -221,53 +150,6 @@ async def report(stack: Stack, name: str, acked: list[str], since: float,
 
 # -- the load ------------------------------------------------------------------------------------
 
-@dataclass
-class Load:
-    """Submissions through the API at a steady rate until `stop` is set."""
-
-    api: str
-    acked: list[str] = field(default_factory=list)
-    refused: Counter[str] = field(default_factory=Counter)
-    last_refusal: float = 0.0
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def run(self) -> None:
-        msm = sample("report1.json")
-        timeout = aiohttp.ClientTimeout(total=30)
-        connector = aiohttp.TCPConnector(limit=MAX_INFLIGHT)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as s:
-            rid = await open_report(s, self.api, msm)
-            body = json.dumps({"format": "json", "content": {**msm, "report_id": rid}})
-            loop = asyncio.get_running_loop()
-            inflight: set[asyncio.Task] = set()
-            t0, i = loop.time(), 0
-            while not self.stop.is_set():
-                due = t0 + i / RATE
-                if due > loop.time():
-                    await asyncio.sleep(due - loop.time())
-                i += 1
-                if len(inflight) >= MAX_INFLIGHT:
-                    self.refused["skipped"] += 1
-                    continue
-                t = asyncio.create_task(self._one(s, rid, body.encode()))
-                inflight.add(t)
-                t.add_done_callback(inflight.discard)
-            await asyncio.gather(*inflight)
-
-    async def _one(self, s: aiohttp.ClientSession, rid: str, body: bytes) -> None:
-        try:
-            async with s.post(f"{self.api}/report/{rid}", data=body) as r:
-                if r.status == 200:
-                    self.acked.append((await r.json())["measurement_uid"])
-                    return
-                self.refused[str(r.status)] += 1
-                if r.status == 503 and not r.headers.get("Retry-After"):
-                    self.refused["503 without Retry-After"] += 1
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            self.refused[type(e).__name__] += 1
-        self.last_refusal = time.monotonic()
-
-
 # -- 1. the disk fills under load, then space comes back ----------------------------------------
 
 async def test_disk_fills_under_load_then_space_returns(tmp_path, geoip_files):
@@ -275,7 +157,7 @@ async def test_disk_fills_under_load_then_space_returns(tmp_path, geoip_files):
         stack.start()
         await stop_merges(stack)
         ballast = fill(disk, leave=LEAVE_FREE)
-        load = Load(stack.api)
+        load = Load(stack.api, RATE, MAX_INFLIGHT)
         task = asyncio.create_task(load.run())
         max_wal = 0
         t0 = time.monotonic()
@@ -317,7 +199,7 @@ async def test_disk_fills_under_load_then_space_returns(tmp_path, geoip_files):
         assert max_wal <= MAX_WAL_FILES
         assert litter(disk)[1] == 0  # no .post.tmp left
         # Accepting again: one more measurement goes all the way.
-        more = Load(stack.api)
+        more = Load(stack.api, RATE, MAX_INFLIGHT)
         more_task = asyncio.create_task(more.run())
         await asyncio.sleep(1.0)
         more.stop.set()
