@@ -98,6 +98,27 @@ def paths(scenario: str, n: int, now: dt.datetime) -> list[str]:
     return out
 
 
+def start_backend(data: Path, conf_dir: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`oonibackend run` on `data` for read benchmarks (no fastpath, no quotas) on a free
+    port: (process, base URL, config file). The caller waits for it to answer."""
+    conf, api_port = conf_dir / "bench.toml", free_port()
+    conf.write_text(f"""
+[server]
+port = {api_port}
+[fastpath]
+enabled = false
+port = {free_port()}
+[quotas]
+enabled = false
+[logging]
+level = "WARNING"
+""")
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "oonibackend", "run", "--config", str(conf), "--data-dir",
+         str(data)], cwd=ROOT, start_new_session=True)
+    return backend, f"http://127.0.0.1:{api_port}", conf
+
+
 def percentile(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
@@ -143,24 +164,9 @@ def main() -> int:
 
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    api_port = free_port()
-    conf = Path(tempfile.mkdtemp(prefix="oonibench-read-")) / "bench.toml"
-    conf.write_text(f"""
-[server]
-port = {api_port}
-[fastpath]
-enabled = false
-[quotas]
-enabled = false
-[logging]
-level = "WARNING"
-""")
-    backend = subprocess.Popen(
-        [sys.executable, "-m", "oonibackend", "run", "--config", str(conf), "--data-dir",
-         str(data)], cwd=ROOT, start_new_session=True)
+    backend, base, conf = start_backend(data, Path(tempfile.mkdtemp(prefix="oonibench-read-")))
     results: dict[str, dict[str, float]] = {}
     try:
-        base = f"http://127.0.0.1:{api_port}"
         wait_http(base + "/health")
         import gen_fastpath  # beside this file
 

@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,11 +44,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from readside import percentile, start_backend  # noqa: E402 (beside this file)
 
 
 def status_of(url: str, timeout: float = 90) -> int:
@@ -71,11 +66,6 @@ def wait_status(url: str, want: int, within: float) -> float:
             pass
         time.sleep(0.05)
     raise SystemExit(f"{url} did not answer {want} within {within} s")
-
-
-def percentile(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
 async def drive(url: str, n: int, concurrency: int) -> dict[str, object]:
@@ -123,23 +113,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="oonibench-stuckdb-"))
     data = tmp / "data"
-    api_port = free_port()
-    conf = tmp / "bench.toml"
-    conf.write_text(f"""
-[server]
-port = {api_port}
-[fastpath]
-enabled = false
-port = {free_port()}
-[quotas]
-enabled = false
-[logging]
-level = "WARNING"
-""")
-    backend = subprocess.Popen(
-        [sys.executable, "-m", "oonibackend", "run", "--config", str(conf), "--data-dir",
-         str(data)], cwd=ROOT, start_new_session=True)
-    base = f"http://127.0.0.1:{api_port}"
+    backend, base, conf = start_backend(data, tmp)
     url = base + args.path
     results: dict[str, object] = {"path": args.path, "concurrency": args.concurrency}
     owner = None
