@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from oonibackend.config import Config
+from oonibackend.health import Monitor
 from oonibackend.metrics import Metrics
 from oonibackend.storage import Database
 
@@ -22,4 +23,4 @@ QUOTAS = web.AppKey("quotas", Any)
 TEST_LISTS = web.AppKey("test_lists", Any)
 READ_CACHE = web.AppKey("read_cache", Any)
 BODIES = web.AppKey("bodies", Any)
-HEALTH = web.AppKey("health", Any)
+HEALTH = web.AppKey("health", Monitor)
