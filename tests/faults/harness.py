@@ -152,3 +152,16 @@ async def settle(stack: Stack, uids: list[str], since: float,
     await asyncio.sleep(1.5)
     n, u = await counts(stack, uids)
     return n, u, drain if drain is not None else float("inf")
+
+
+async def assert_exactly_once(stack: Stack, acked: list[str], rows: int, distinct: int,
+                              drain: float, limit: float) -> None:
+    """Every acknowledged uid has exactly one row, all in within `limit` seconds."""
+    if rows > distinct:
+        dups = await stack.query_uids(
+            "SELECT measurement_uid, count() AS n FROM fastpath WHERE has(%(u)s, "
+            "measurement_uid) GROUP BY measurement_uid HAVING n > 1", acked)
+        raise AssertionError(f"{rows - distinct} duplicated rows, e.g. {dups[:3]}")
+    lost = len(acked) - distinct
+    assert lost == 0, f"{lost} acknowledged measurements missing\n{stack.log()[-3000:]}"
+    assert drain < limit

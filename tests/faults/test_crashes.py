@@ -23,7 +23,13 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from tests.faults.harness import Load, feeder_metric, settle, stop_merges
+from tests.faults.harness import (
+    Load,
+    assert_exactly_once,
+    feeder_metric,
+    settle,
+    stop_merges,
+)
 from tests.integration.test_fastpath_stack import Stack
 
 pytestmark = pytest.mark.faults
@@ -58,13 +64,7 @@ async def scenario(stack: Stack, name: str,
           f"not acknowledged {dict(load.refused)}, batches replayed by the running "
           f"fastpath {replayed})")
     assert len(acked) > RATE * LOAD_SECONDS * 0.3, load.refused  # the load did flow
-    if duplicated:
-        dups = await stack.query_uids(
-            "SELECT measurement_uid, count() AS n FROM fastpath WHERE has(%(u)s, "
-            "measurement_uid) GROUP BY measurement_uid HAVING n > 1", acked)
-        raise AssertionError(f"{duplicated} duplicated rows, e.g. {dups[:3]}")
-    assert lost == 0, f"{lost} acknowledged measurements missing\n{stack.log()[-3000:]}"
-    assert drain < DRAIN_LIMIT
+    await assert_exactly_once(stack, acked, rows, distinct, drain, DRAIN_LIMIT)
 
 
 async def restarted(stack: Stack, which: str, old: int) -> None:

@@ -38,7 +38,7 @@ import pytest
 
 from oonibackend import ids
 from tests.conftest import write_config
-from tests.faults.harness import Load, api_metric, settle, stop_merges
+from tests.faults.harness import Load, api_metric, assert_exactly_once, settle, stop_merges
 from tests.integration.test_fastpath_stack import Stack, open_report, sample
 
 pytestmark = pytest.mark.faults
@@ -138,13 +138,7 @@ async def report(stack: Stack, name: str, acked: list[str], since: float,
     print(f"\n{name}: acknowledged {len(acked)}, found {distinct}, lost {lost}, "
           f"duplicated {duplicated}, drain {drained:.1f} s, fastpath_gone_total {gone:g}"
           f"{extra}")
-    if duplicated:
-        dups = await stack.query_uids(
-            "SELECT measurement_uid, count() AS n FROM fastpath WHERE has(%(u)s, "
-            "measurement_uid) GROUP BY measurement_uid HAVING n > 1", acked)
-        raise AssertionError(f"{duplicated} duplicated rows, e.g. {dups[:3]}")
-    assert lost == 0, f"{lost} acknowledged measurements missing\n{stack.log()[-3000:]}"
-    assert drained < DRAIN_LIMIT
+    await assert_exactly_once(stack, acked, rows, distinct, drained, DRAIN_LIMIT)
     assert gone == 0, "the forwarder dropped acknowledged measurements as gone"
 
 

@@ -49,9 +49,15 @@ async def test_samples_submitted_to_the_api_are_scored(stack):
         if msm["test_name"] != "riseupvpn":  # scored {} by the reference
             assert "blocking_general" in scores, (uid, scores)
         assert row["anomaly"] in ("t", "f")
+    # obs_openvpn is inserted right after fastpath (one insert per table): wait for it too.
     openvpn = [u for u, m in sent.items() if m["test_name"] == "openvpn"]
-    obs = await stack.query("SELECT measurement_uid FROM obs_openvpn WHERE "
-                            "has(%(u)s, measurement_uid)", {"u": openvpn})
+    deadline = time.monotonic() + 30
+    while True:
+        obs = await stack.query("SELECT measurement_uid FROM obs_openvpn WHERE "
+                                "has(%(u)s, measurement_uid)", {"u": openvpn})
+        if obs or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert [r["measurement_uid"] for r in obs] == openvpn
     assert stack.metric("fastpath_scored_total") >= len(sent)
     assert stack.metric("fastpath_rows_inserted_total") >= len(sent)
