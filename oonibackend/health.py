@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oonibackend.health")
 
+# ClickHouse's error code for a wrong password (the drivers set DatabaseError.code).
+AUTHENTICATION_FAILED = 516
 INTERVAL = 1.0
 TIMEOUT = 0.8
 REFDATA_EVERY = 30.0
@@ -114,11 +116,10 @@ class Monitor:
             return ["clickhouse_error"], {"ok": False, "error": f"no answer within "
                                                                  f"{self.db_timeout:g} s"}
         except DatabaseError as e:
-            text = str(e)
-            if "AUTHENTICATION_FAILED" in text or "Code: 516" in text:
+            if getattr(e, "code", None) == AUTHENTICATION_FAILED:
                 return ["database_not_this_instance"], {
                     "ok": False, "error": "the database refused this instance's key"}
-            return ["clickhouse_error"], {"ok": False, "error": text[:200]}
+            return ["clickhouse_error"], {"ok": False, "error": str(e)[:200]}
         version = int(rows[0]["v"] or 0) if rows else 0
         check = {"ok": True, "latency_ms": ms, "schema_version": version}
         if version < self.schema_version:

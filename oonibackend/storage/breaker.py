@@ -121,6 +121,15 @@ class Breaker:
         self.trip(reason)
         return True
 
+    def observe(self, since: int, error: BaseException | None, what: str) -> None:
+        """The outcome of `what` sent at `since`: a result or an error of the database's own
+        (syntax, limits) is an answer and closes; `DatabaseUnavailable` opens (`failed`).
+        Anything else says nothing about the database."""
+        if isinstance(error, DatabaseUnavailable):
+            self.failed(since, f"{what} failed: {str(error)[:160]}")
+        elif error is None or isinstance(error, DatabaseError):
+            self.alive()
+
     def trip(self, reason: str) -> None:
         """Open now and fail the reads in flight."""
         if not self.is_open:
@@ -178,11 +187,8 @@ class Breaker:
         except TimeoutError:
             self.failed(since, f"probe unanswered after {timeout:g} s")
             raise
-        except DatabaseUnavailable as e:
-            self.failed(since, f"probe failed: {str(e)[:160]}")
-            raise
-        except DatabaseError:
-            self.alive()
+        except DatabaseError as e:
+            self.observe(since, e, "probe")
             raise
         finally:
             self._probes -= 1
@@ -233,12 +239,7 @@ class _Read:
                 raise CircuitOpen(
                     f"{b.name} stopped answering ({self.fired}); read given up") from None
             return
-        if et is None:
-            b.alive()
-        elif issubclass(et, DatabaseUnavailable):
-            b.failed(self.since, f"read failed: {str(e)[:160]}")
-        elif issubclass(et, DatabaseError):
-            b.alive()  # an error of the database's own (syntax, limits): it answered
+        b.observe(self.since, e, "read")
 
 
 class GuardedDatabase(Database):
@@ -263,11 +264,8 @@ class GuardedDatabase(Database):
         since = b.mark()
         try:
             out = await op
-        except DatabaseUnavailable as e:
-            b.failed(since, f"write failed: {str(e)[:160]}")
-            raise
-        except DatabaseError:
-            b.alive()
+        except DatabaseError as e:
+            b.observe(since, e, "write")
             raise
         b.alive()
         return out
