@@ -7,9 +7,11 @@ For every closed hour directory `incoming/<YYYYMMDDHH>_<CC>_<testname>/` of the 
     raw/<YYYYMMDD>/<HH>/<CC>/<testname>/<YYYYMMDDHH>_<CC>_<testname>.<host_id>.<n>.tar.gz
     raw/<YYYYMMDD>/<HH>/<CC>/<testname>/<YYYYMMDDHH>_<CC>_<testname>.<host_id>.<n>.jsonl.gz
 
-(the postcan holds each `<uid>.post` as received; the jsonl.gz one measurement `content` per
-line with its `measurement_uid`, every line its own gzip member), then one `jsonl` row per line
-(with the member's byte offset and length), and only then the `.post` files are deleted.
+(the postcan holds each `.post` as received, named like OONI's uploader names it:
+`var/lib/ooniapi/measurements/incoming/<hour dir>/<uid>.post`; the jsonl.gz one measurement
+`content` per line with its `measurement_uid`, every line its own gzip member), then one
+`jsonl` row per line (with the member's byte offset and length), and only then the `.post`
+files are deleted.
 
 Modules: `files` (planning and building the files, pure blocking I/O), `objects` (writing to
 a local directory or S3 with aiobotocore), `uploader` (the resumable state machine), `cli`.

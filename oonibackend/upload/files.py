@@ -2,7 +2,8 @@
 
 Everything here is deterministic: the same `.post` files give byte-identical postcans and
 jsonl.gz files (sorted members, fixed tar and gzip timestamps, fixed owners), so a can rebuilt
-after a crash is the very same object.
+after a crash is the very same object. Postcan members are named as OONI's uploader names them
+(`member_name`), because OONI's data tools take the uid from that name.
 
 jsonl.gz files are *multi-member* gzip files: every line is compressed as its own gzip member.
 `zcat` and Python's `gzip` read them as one stream; a reader that knows a line's byte offset
@@ -31,6 +32,11 @@ from oonibackend.fileutil import fsync_dir
 log = logging.getLogger("oonibackend.upload")
 
 POST = ".post"
+# Directory of every postcan member: the spool path of OONI's API hosts as Python's tarfile
+# stores it (leading `/` dropped). OONI's data tool (oonidata) takes the uid from the member
+# name after its last `/`, so a member without a directory is unreadable to it
+# (docs/current_services.md §8).
+MEMBER_PREFIX = "var/lib/ooniapi/measurements/incoming/"
 # Postcans close once their .post files exceed this many bytes (the legacy uploader's ~20 MB).
 CAN_MAX_BYTES = 20 * 1024 * 1024
 GZIP_LEVEL = 6
@@ -157,6 +163,17 @@ def measurement_of(body: bytes) -> dict[str, Any] | None:
     return content
 
 
+def member_name(hour_dir: str, uid: str) -> str:
+    """`var/lib/ooniapi/measurements/incoming/<YYYYmmddHH_CC_testname>/<uid>.post`, the name
+    OONI's uploader gives a `.post` file in a postcan; ValueError unless both parts are valid
+    (they become a path inside the tar)."""
+    if not ids.is_valid_hour_dir(hour_dir):
+        raise ValueError(f"invalid hour directory {hour_dir!r}")
+    if not ids.is_valid_uid(uid):
+        raise ValueError(f"invalid uid {uid!r}")
+    return f"{MEMBER_PREFIX}{hour_dir}/{uid}{POST}"
+
+
 def gzip_member(data: bytes) -> bytes:
     """One self-contained gzip member (fixed mtime, no name: deterministic)."""
     return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
@@ -194,15 +211,14 @@ def build_can(hour_dir: Path, uids: list[str], tar_path: Path, jsonl_path: Path,
                           compresslevel=GZIP_LEVEL) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for uid in uids:
-            if not ids.is_valid_uid(uid):
-                raise ValueError(f"invalid uid in plan: {uid!r}")
+            name = member_name(hour_dir.name, uid)  # validates both
             try:
                 body = (hour_dir / (uid + POST)).read_bytes()
             except FileNotFoundError:
                 log.warning("planned spool file vanished", extra={"uid": uid})
                 missing += 1
                 continue
-            info = tarfile.TarInfo(uid + POST)
+            info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(body), mtime, 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""

@@ -119,8 +119,9 @@ async def test_full_hour(tmp_path, owner, s3, db):
     posts = {}
     for k in cans:
         with tarfile.open(fileobj=io.BytesIO(objs[k])) as tar:
-            posts.update({m.name[:-5]: tar.extractfile(m).read() for m in tar})
-    assert posts == {u: b for u, (_, b) in spool.items()}
+            posts.update({m.name: tar.extractfile(m).read() for m in tar})
+    incoming = "var/lib/ooniapi/measurements/incoming"  # OONI's member names
+    assert posts == {f"{incoming}/{h}/{u}.post": b for u, (h, b) in spool.items()}
     assert not (data / "spool" / "incoming" / "2024010203_DE_webconnectivity").exists()
     assert "oonibackend_upload_last_run_measurements 25" in \
         (data / "metrics" / "upload.prom").read_text()

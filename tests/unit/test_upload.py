@@ -131,7 +131,10 @@ def test_build_can_seekable_and_deterministic(tmp_path):
     assert (res.posts, res.skipped, res.missing) == (13, 1, 0)
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar}
-    assert members == {f"{u}.post": (hour_dir / f"{u}.post").read_bytes() for u in uids}
+    # named as OONI's uploader names them (docs/current_services.md §8)
+    assert members == {
+        f"var/lib/ooniapi/measurements/incoming/2024010203_IT_webconnectivity/{u}.post":
+        (hour_dir / f"{u}.post").read_bytes() for u in uids}
     lines = gzip.decompress(jsonl_bytes).splitlines()
     assert len(lines) == len(res.lines) == 12
     for line, row in zip(lines, res.lines, strict=True):

@@ -3,7 +3,7 @@
 | suffix       | content                                        | uid                            |
 |--------------|------------------------------------------------|--------------------------------|
 | .jsonl.gz    | gzip, one measurement (`content`) per line     | `jsonl` table, else trivial id |
-| .tar.gz      | postcan: tar of `<uid>.post` API bodies        | member name                    |
+| .tar.gz      | postcan: tar of `<uid>.post` API bodies        | member name after its last `/` |
 | .tar.lz4     | legacy can: lz4 frame of a tar of .json/.yaml  | trivial id                     |
 | .json.lz4    | legacy can: lz4 frame of JSON lines            | trivial id                     |
 | .yaml.lz4    | legacy can: lz4 frame of one YAML report       | trivial id                     |
@@ -110,7 +110,10 @@ def iter_jsonl_gz(f: IO[bytes], key: str, uids: Mapping[int, str] | None = None
 
 
 def iter_postcan(f: IO[bytes], key: str) -> Iterator[Record]:
-    """A postcan: `<uid>.post` members, each the raw body received by the API."""
+    """A postcan: `.post` members, each the raw body received by the API. The uid is the
+    member name after its last `/`, so both forms read the same: OONI's (and ours since
+    docs/current_services.md §8) `var/lib/ooniapi/measurements/incoming/<hour>/<uid>.post`,
+    and our older cans' bare `<uid>.post`."""
     with tarfile.open(fileobj=f, mode="r|*") as tar:
         for member in tar:
             if not member.isfile():
