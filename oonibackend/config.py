@@ -206,12 +206,15 @@ class ProbeConfig:
     # for 10 % of clients), e.g. ["https://0.th.ooni.org", ..., "https://3.th.ooni.org"].
     # Empty: the two legacy helpers in a random order per request.
     th_canary_helpers: list[str] = field(default_factory=list)
-    # Feature flags returned by check-in under conf.features.
+    # Feature flags returned by check-in under conf.features, to every probe; the defaults
+    # are OONI's current ones (docs/current_services.md §7): Web Connectivity 0.5 (LTE) on,
+    # vanilla_tor off.
     features: dict[str, bool] = field(
         default_factory=lambda: {
             "torsf_enabled": False,
-            "vanilla_tor_enabled": True,
+            "vanilla_tor_enabled": False,
             "openvpn_enabled": False,
+            "webconnectivity_0.5": True,
         }
     )
 

@@ -1,7 +1,9 @@
 """What a finding may contain, checked strictly (pure; docs/api.md §2.10).
 
 Explorer sends the legacy keys plus `themes` and `slug` (which legacy's exact key check
-refused); on update it resends what show returned minus `update_time` and `mine`.
+refused); on update it resends what show returned minus `update_time` and `mine`. Arrays are
+kept as sent, in order and with repeats, as OONI's service does (docs/current_services.md §7);
+country codes are only upper-cased, so that the country filter finds them.
 """
 
 from __future__ import annotations
@@ -96,18 +98,18 @@ def parse(body: Any, *, update: bool) -> dict[str, Any]:
     if not isinstance(ccs, list) or len(ccs) > 300 or \
             not all(isinstance(c, str) and _CC.fullmatch(c.upper()) for c in ccs):
         raise bad("Invalid CCs")
-    out["CCs"] = sorted({c.upper() for c in ccs})
+    out["CCs"] = [c.upper() for c in ccs]  # order and repeats as sent (§7 of our docs)
     asns = body.get("ASNs") or []
     if not isinstance(asns, list) or len(asns) > MAX_ITEMS or not all(
             isinstance(a, int) and not isinstance(a, bool) and 0 <= a < 2**32 for a in asns):
         raise bad("Invalid ASNs")
-    out["ASNs"] = sorted(set(asns))
+    out["ASNs"] = list(asns)
     for name in LISTS:
         v = body.get(name) or []
         if not isinstance(v, list) or len(v) > MAX_ITEMS or \
                 not all(isinstance(x, str) and 0 < len(x) <= 2000 for x in v):
             raise bad(f"Invalid {name}")
-        out[name] = list(dict.fromkeys(v))
+        out[name] = list(v)
     slug = body.get("slug") or ""
     if slug and (not isinstance(slug, str) or len(slug) > 100 or not _SLUG.fullmatch(slug)):
         raise bad("Invalid slug: lowercase letters, digits and dashes")

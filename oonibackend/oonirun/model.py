@@ -14,6 +14,7 @@ from typing import Any
 
 from oonibackend import jsonutil
 from oonibackend.errors import APIError
+from oonibackend.oonirun.engine import DYNAMIC_TARGETS
 
 MAX_DESCRIPTOR_BYTES = 256 * 1024
 MAX_NETTESTS = 100
@@ -76,19 +77,28 @@ def nettest(test: Any) -> dict[str, Any]:
     if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS or \
             not all(isinstance(i, str) and 0 < len(i) <= 2048 for i in inputs):
         raise bad("Invalid inputs in nettests")
-    extra = test.get("inputs_extra") or []
-    if not isinstance(extra, list) or not all(isinstance(e, dict) for e in extra):
-        raise bad("Invalid inputs_extra in nettests")
+    extra = test.get("inputs_extra")
+    if extra is not None:
+        if not isinstance(extra, list) or not all(isinstance(e, dict) for e in extra):
+            raise bad("Invalid inputs_extra in nettests")
+        # docs/current_services.md §7: one extra per input, or none at all.
+        if len(extra) != len(inputs):
+            raise bad("When provided, inputs_extra should be the same length as inputs")
     options = test.get("options") or {}
     backend_options = test.get("backend_options") or {}
     if not isinstance(options, dict) or not isinstance(backend_options, dict):
         raise bad("Invalid options in nettests")
     targets = test.get("targets_name")
-    if targets is not None and (not isinstance(targets, str) or len(targets) > 100):
-        raise bad("Invalid targets_name in nettests")
-    out: dict[str, Any] = {"test_name": name, "inputs": inputs, "inputs_extra": extra,
-                           "options": options, "backend_options": backend_options,
-                           "targets_name": targets}
+    if targets is not None:
+        if not isinstance(targets, str) or targets not in DYNAMIC_TARGETS:
+            raise bad("Invalid targets_name in nettests: one of "
+                      + ", ".join(sorted(DYNAMIC_TARGETS)))
+        if inputs or extra:  # [] and null both mean none (a link re-sent as read)
+            raise bad("When targets_name is provided, you can't provide inputs or inputs_extra")
+    out: dict[str, Any] = {"test_name": name,
+                           "inputs": None if targets is not None else inputs,
+                           "inputs_extra": extra or None, "options": options,
+                           "backend_options": backend_options, "targets_name": targets}
     for flag in FLAGS:
         out[flag] = out[flag + "_default"] = _flag(test, flag)
     return out
@@ -115,7 +125,7 @@ def descriptor(body: Any) -> dict[str, Any]:
         "name": _text(body, "name", 200, required=True),
         "short_description": _text(body, "short_description", 1000),
         "description": _text(body, "description", 20_000),
-        "author": _text(body, "author", 300),
+        "author": _text(body, "author", 300, required=True),
         "icon": _text(body, "icon", 100),
         "name_intl": _intl(body, "name_intl", 200),
         "short_description_intl": _intl(body, "short_description_intl", 1000),
@@ -137,7 +147,9 @@ def descriptor(body: Any) -> dict[str, Any]:
 
 def is_new_version(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Does `new` need a new descriptor version (revision) rather than a translation update?"""
-    return any(old.get(k) != new.get(k) for k in VERSIONED)
+    if engine_nettests(old) != engine_nettests(new):  # normalised: rows of older versions too
+        return True
+    return any(old.get(k) != new.get(k) for k in VERSIONED if k != "nettests")
 
 
 def is_expired(d: dict[str, Any], archived: bool, now: dt.datetime) -> bool:
@@ -146,19 +158,25 @@ def is_expired(d: dict[str, Any], archived: bool, now: dt.datetime) -> bool:
 
 
 def engine_nettests(d: dict[str, Any]) -> list[dict[str, Any]]:
-    """What a probe runs: the nettests with both flag spellings (also for rows stored by
-    another backend, which may carry only one)."""
+    """The nettests as links and probes get them, in the key order of OONI's service, with
+    both flag spellings (also for rows stored by another backend, which may carry only one).
+
+    A dynamic-list nettest has `inputs: null` until engine-descriptor fills it in;
+    `inputs_extra` is null unless extras were given."""
     out = []
     for t in d.get("nettests") or []:
         if not isinstance(t, dict):
             continue
-        item = {k: t.get(k) for k in ("test_name", "targets_name")}
-        item["inputs"] = t.get("inputs") or []
-        item["inputs_extra"] = t.get("inputs_extra") or []
-        item["options"] = t.get("options") or {}
+        targets = t.get("targets_name")
+        item: dict[str, Any] = {"test_name": t.get("test_name"),
+                                "inputs": None if targets is not None else t.get("inputs") or [],
+                                "options": t.get("options") or {}}
+        for flag in FLAGS:
+            item[flag + "_default"] = t.get(flag + "_default", t.get(flag, False)) is True
+        item["targets_name"] = targets
+        item["inputs_extra"] = t.get("inputs_extra") or None
         item["backend_options"] = t.get("backend_options") or {}
         for flag in FLAGS:
-            v = t.get(flag + "_default", t.get(flag, False))
-            item[flag] = item[flag + "_default"] = v is True
+            item[flag] = item[flag + "_default"]
         out.append(item)
     return out

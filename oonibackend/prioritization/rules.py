@@ -149,6 +149,20 @@ def compute_priorities(candidates: Sequence[Candidate], msmt_cnts: Sequence[int]
     return scored
 
 
+# How many URLs one run gets (docs/current_services.md §7): check-in and OONI Run's dynamic
+# lists share this rule, as in OONI's services.
+LIMIT_MANUAL = 9999
+LIMIT_CHARGING = 100
+LIMIT_BATTERY = 20
+
+
+def url_limit(run_type: str, charging: bool) -> int:
+    """A manual run takes (almost) every URL; a timed one 100 on a charger, 20 on battery."""
+    if run_type == "manual":
+        return LIMIT_MANUAL
+    return LIMIT_CHARGING if charging else LIMIT_BATTERY
+
+
 def select(scored: Iterable[Scored], category_codes: Iterable[str] | None, limit: int,
            debug: bool = False) -> list[dict[str, Any]]:
     """Walk the ordered list: skip unrequested categories and priority <= 0, stop at limit."""

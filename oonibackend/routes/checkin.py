@@ -6,13 +6,13 @@ POST /api/_/check-in is the experimental v2 shape (`nettests` with targets).
 
 Differences from the legacy API, all on bad input: an invalid probe_cc / probe_asn / category
 code, or a field of the wrong type, is a 400 `{"error": ...}` instead of a 500; category codes
-are upper-cased.
+are upper-cased. Feature flags follow OONI's current service (docs/current_services.md §7):
+the configured `conf.features`, `webconnectivity_0.5: true` among them, for every probe.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from oonibackend import clientip, jsonutil
 from oonibackend.appkeys import CONFIG, METRICS, TEST_LISTS
 from oonibackend.errors import APIError
 from oonibackend.ids import new_report_id
+from oonibackend.prioritization.rules import url_limit
 from oonibackend.routes.nettests import CHECKIN_V1_TESTS, CHECKIN_V2_TESTS, FIXED_TARGETS
 from oonibackend.routes.probe_common import (
     TAGS,
@@ -35,10 +36,6 @@ from oonibackend.routes.probe_common import (
     read_json_object,
 )
 from oonibackend.routes.test_helpers import request_test_helpers
-
-LIMIT_MANUAL = 9999
-LIMIT_CHARGING = 100
-LIMIT_BATTERY = 20
 
 
 @dataclass(frozen=True)
@@ -53,9 +50,7 @@ class CheckIn:
 
     @property
     def url_limit(self) -> int:
-        if self.run_type == "manual":
-            return LIMIT_MANUAL
-        return LIMIT_CHARGING if self.charging else LIMIT_BATTERY
+        return url_limit(self.run_type, self.charging)
 
 
 def _optional(data: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any
@@ -129,6 +124,20 @@ def _header(res: Resolved, version: int) -> dict[str, Any]:
             "utc_time": jsonutil.rfc3339(dt.datetime.now(dt.UTC))}
 
 
+def _conf(request: web.Request) -> dict[str, Any]:
+    """Feature flags and test helpers. The flags are the same for every probe, as in OONI's
+    current service (docs/current_services.md §7): `webconnectivity_0.5` is no longer a
+    canary by address or version, and the private check-in gets the same flags."""
+    features = {k: bool(v) for k, v in request.app[CONFIG].probe.features.items()}
+    return {"features": features, "test_helpers": request_test_helpers(request)}
+
+
+def _no_cache(body: dict[str, Any]) -> web.Response:
+    """Exactly `Cache-Control: no-cache`, as OONI's check-in answers (a fresh list and ids
+    per call)."""
+    return jsonutil.response(body, headers={"Cache-Control": "no-cache"})
+
+
 class WebConnectivityCategoriesSchema(Schema):
     category_codes = fields.List(fields.Str(metadata={"example": "NEWS"}), metadata={
         "description": "URL categories (a comma-separated string is accepted too)"})
@@ -200,20 +209,10 @@ async def post_check_in(request: web.Request) -> web.Response:
         for name, rid in _report_ids(request, CHECKIN_V1_TESTS, res).items()
     }
     tests["web_connectivity"]["urls"] = _url_list(request, req, res)
-    features = {k: bool(v) for k, v in request.app[CONFIG].probe.features.items()}
     body = _header(res, 1)
-    body["conf"] = {"features": features, "test_helpers": request_test_helpers(request)}
+    body["conf"] = _conf(request)
     body["tests"] = tests
-    return jsonutil.response(body, cache=0)
-
-
-def _lte_flag(ip: str) -> bool:
-    """The legacy private check-in's canary: webconnectivity_0.5 for 2nd IPv4 octet 34/239."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return addr.version == 4 and addr.packed[1] in (34, 239)
+    return _no_cache(body)
 
 
 @docs(tags=TAGS, summary="Private, experimental check-in",
@@ -235,11 +234,10 @@ async def post_private_check_in(request: web.Request) -> web.Response:
             targets = [{"attributes": {}, "input": t, "options": {}}
                        for t in FIXED_TARGETS.get(name, ())]
         nettests.append({"test_name": name, "report_id": rids[name], "targets": targets})
-    features = {"webconnectivity_0.5": True} if _lte_flag(res.ip) else {}
     body = _header(res, 2)
-    body["conf"] = {"features": features, "test_helpers": request_test_helpers(request)}
+    body["conf"] = _conf(request)
     body["nettests"] = nettests
-    return jsonutil.response(body, cache=0)
+    return _no_cache(body)
 
 
 def setup(app: web.Application) -> None:

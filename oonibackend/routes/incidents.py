@@ -1,13 +1,17 @@
 """Findings ("incidents") for Explorer's findings pages (docs/api.md §2.10; docs/clients.md,
 Explorer §1d).
 
-* GET  /api/v1/incidents/search?country_code=&theme=&only_mine=   {"incidents": [...], "v": 1}
+* GET  /api/v1/incidents/search?country_code=&theme=&asn=&domain=&only_mine=
+                                                                  {"incidents": [...], "v": 1}
 * GET  /api/v1/incidents/show/{id or slug}                       {"incident": {...}, "v": 1}
 * POST /api/v1/incidents/{create|update|delete|publish|unpublish}
 
 Visibility: anonymous callers see published findings only, logged-in users also their own,
 admins everything; `email_address` is shown to admins only. Users may create and edit their own
-findings (with their own email address) but not publish; admins may do anything.
+findings (with their own email address) but not publish; admins may do anything. (OONI's
+current service lets only admins create, and refuses roles with 401: we keep what Explorer
+offers, any logged-in user with an e-mail creating a draft, and 403 for a role refusal: 401
+means no valid login; docs/current_services.md §7.)
 
 Concurrent edits: writes are serialised in the process, and every write bumps `update_time`
 (the ReplacingMergeTree version) strictly, so the newest write always wins and none is half
@@ -51,6 +55,12 @@ COLUMNS = ("id, update_time, start_time, end_time, reported_by, title, event_typ
 ACTIONS = ("create", "update", "delete", "publish", "unpublish")
 
 
+def _ok(obj: dict[str, Any]) -> web.Response:
+    """Every successful answer carries exactly `Cache-Control: no-cache`, as OONI's findings
+    service (docs/current_services.md §7): visibility depends on who asks."""
+    return jsonutil.response(obj, headers={"Cache-Control": "no-cache"})
+
+
 def _visible(session: Session | None) -> tuple[str, dict[str, Any]]:
     if session is None:
         return "published = 1", {}
@@ -71,8 +81,9 @@ def _out(row: dict[str, Any], session: Session | None) -> dict[str, Any]:
 
 
 @docs(tags=TAGS, summary="Search findings",
-      description="Filters: `country_code` and `theme` (comma lists or repeated; any match), "
-                  "`only_mine=true`. Anonymous callers see published findings only.",
+      description="Filters: `country_code`, `theme`, `asn`, `domain` (comma lists or "
+                  "repeated; any match within one, all of them together), `only_mine=true`. "
+                  "Anonymous callers see published findings only.",
       responses={200: {"description": '{"incidents": [...], "v": 1}'}})
 async def search(request: web.Request) -> web.Response:
     session = current_session(request)
@@ -81,7 +92,7 @@ async def search(request: web.Request) -> web.Response:
     clauses = ["deleted != 1", where]
     if q.bool("only_mine"):
         if session is None:
-            return jsonutil.response({"incidents": [], "v": 1}, cache=0)
+            return _ok({"incidents": [], "v": 1})
         clauses.append("creator_account_id = %(me)s")
         params["me"] = session.account_id
     ccs = q.cc_list("country_code")
@@ -92,10 +103,18 @@ async def search(request: web.Request) -> web.Response:
     if themes:
         clauses.append("hasAny(themes, %(themes)s)")
         params["themes"] = themes
+    asns = q.asn_list("asn")
+    if asns:
+        clauses.append("hasAny(ASNs, %(asns)s)")
+        params["asns"] = asns
+    domains = q.list("domain")
+    if domains:
+        clauses.append("hasAny(domains, %(domains)s)")
+        params["domains"] = domains
     rows = await request.app[DB].query(
         f"SELECT {COLUMNS} FROM incidents FINAL WHERE {' AND '.join(clauses)} ORDER BY title",
         params)
-    return jsonutil.response({"incidents": [_out(r, session) for r in rows], "v": 1}, cache=0)
+    return _ok({"incidents": [_out(r, session) for r in rows], "v": 1})
 
 
 async def _load(db: Any, key: str) -> dict[str, Any] | None:
@@ -117,7 +136,7 @@ async def show(request: web.Request) -> web.Response:
     if row is None or not (row["published"] or (session is not None and (
             session.role == "admin" or row["creator_account_id"] == session.account_id))):
         raise APIError("Incident not found", 404)
-    return jsonutil.response({"incident": _out(row, session), "v": 1}, cache=0)
+    return _ok({"incident": _out(row, session), "v": 1})
 
 
 def _new_id(collector_id: str) -> str:
@@ -203,7 +222,7 @@ async def action(request: web.Request) -> web.Response:
             await db.insert("incidents", [_row(fields, incident_id, session.account_id, now,
                                                now)])
             log.info("finding created", extra={"id": incident_id})
-            return jsonutil.response({"r": 1, "id": incident_id}, cache=0)
+            return _ok({"r": 1, "id": incident_id})
 
         if not isinstance(body, dict) or not isinstance(body.get("id"), str | int):
             raise APIError("Invalid request: id missing", 400, err_str="err_request_params")
@@ -224,14 +243,14 @@ async def action(request: web.Request) -> web.Response:
             await db.execute("ALTER TABLE incidents DELETE WHERE id = %(id)s", {"id": incident_id},
                              settings={"mutations_sync": 2})
             log.info("finding deleted", extra={"id": incident_id})
-            return jsonutil.response({}, cache=0)
+            return _ok({})
         if name in ("publish", "unpublish"):
             if session.role != "admin":
                 raise APIError("Only admins can publish", 403, err_str="err_ownership")
             row = {k: v for k, v in current.items()}
             row.update(published=int(name == "publish"), update_time=version, deleted=0)
             await db.insert("incidents", [row])
-            return jsonutil.response({"r": 1, "id": incident_id}, cache=0)
+            return _ok({"r": 1, "id": incident_id})
 
         fields = model.parse(body, update=True)
         if fields["published"] and not current["published"] and session.role != "admin":
@@ -248,7 +267,7 @@ async def action(request: web.Request) -> web.Response:
         await db.insert("incidents", [_row(fields, incident_id, current["creator_account_id"],
                                            current["create_time"], version)])
         log.info("finding updated", extra={"id": incident_id})
-        return jsonutil.response({"r": 1, "id": incident_id}, cache=0)
+        return _ok({"r": 1, "id": incident_id})
 
 
 def setup(app: web.Application) -> None:

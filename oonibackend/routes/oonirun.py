@@ -20,6 +20,11 @@ sets `expiration_date` (or archives it), and an expired link is still served, fl
 getting a 404. Legacy bugs fixed: boolean query parameters are real booleans (legacy took any
 non-empty value, "false" included, as true), list honours `ooni_run_link_id`, a descriptor without
 `author` is a 400 (legacy 500), and unknown links are 404.
+
+v2 follows OONI's current service (docs/current_services.md §7): `revision` is a string,
+engine-descriptor checks the probe's request and fills `websites_list_prioritized` nettests
+with check-in's prioritization, the list leaves expired links out unless `is_expired=true`.
+Bad input is a 400 `{"error"}` (the service's 422 bodies are FastAPI's, not ours).
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ from aiohttp_apispec import docs
 from oonibackend import jsonutil
 from oonibackend.accounts.auth import current_session, require_session
 from oonibackend.accounts.tokens import Session
-from oonibackend.appkeys import CONFIG, DB
+from oonibackend.appkeys import CONFIG, DB, TEST_LISTS
 from oonibackend.errors import APIError
-from oonibackend.oonirun import model, store
+from oonibackend.oonirun import engine, model, store
 from oonibackend.routes.body import read_json
 from oonibackend.routes.params import Query, parse_datetime
 
@@ -195,24 +200,30 @@ async def draft_list(request: web.Request) -> web.Response:
 def _revision(versions: list[dict[str, Any]], value: str | None) -> tuple[int, dict[str, Any]]:
     if value in (None, "", "latest"):
         return len(versions), versions[-1]
-    if not (value.isascii() and value.isdigit()) or not 0 < int(value) <= len(versions):
+    if not (value.isascii() and value.isdigit()):
+        raise APIError("Invalid revision: latest or a number", 400)
+    if not 0 < int(value) <= len(versions):
         raise APIError("Revision not found", 404)
     return int(value), versions[int(value) - 1]
 
 
 def _v2(versions: list[dict[str, Any]], revision: int, r: dict[str, Any],
-        session: Session | None) -> dict[str, Any]:
+        session: Session | None, *, of_revision: bool = False) -> dict[str, Any]:
+    """A link object. `date_created` is the link's, or with `of_revision` the revision's (as
+    OONI's get and full-descriptor answer); `revision` is a string (docs/current_services.md
+    §7)."""
     d = _descriptor(r)
     latest = versions[-1]
+    created = r if of_revision else versions[0]
     return {
         "oonirun_link_id": str(r["ooni_run_link_id"]),
         **{k: d.get(k) or "" for k in model.TEXTS},
         **{k + "_intl": d.get(k + "_intl") or {} for k in model.TEXTS},
         "author": d.get("author") or "", "icon": d.get("icon") or "",
         "color": d.get("color"), "expiration_date": d.get("expiration_date"),
-        "date_created": versions[0]["descriptor_creation_time"],
+        "date_created": created["descriptor_creation_time"],
         "date_updated": latest["translation_creation_time"],
-        "revision": revision,
+        "revision": str(revision),
         "is_archived": bool(latest["archived"]),
         "is_expired": model.is_expired(_descriptor(latest), bool(latest["archived"]),
                                        store.now_ms()),
@@ -257,7 +268,8 @@ async def v2_edit(request: web.Request) -> web.Response:
 async def v2_get(request: web.Request) -> web.Response:
     _, versions = await _versions_or_404(request)
     revision, r = _revision(versions, Query(request.query).str("revision"))
-    return jsonutil.response(_v2(versions, revision, r, current_session(request)), cache=0)
+    return jsonutil.response(_v2(versions, revision, r, current_session(request),
+                                 of_revision=True), cache=0)
 
 
 @docs(tags=TAGS, summary="The revisions of an OONI Run link, newest first",
@@ -273,26 +285,33 @@ async def v2_revisions(request: web.Request) -> web.Response:
 async def v2_full(request: web.Request) -> web.Response:
     _, versions = await _versions_or_404(request)
     revision, r = _revision(versions, request.match_info["revision"])
-    return jsonutil.response(_v2(versions, revision, r, current_session(request)), cache=0)
+    return jsonutil.response(_v2(versions, revision, r, current_session(request),
+                                 of_revision=True), cache=0)
 
 
 @docs(tags=TAGS, summary="What a probe runs for a link revision (`latest` allowed)",
-      description="Body (as probe-cli sends it): is_charging, run_type, probe_cc, probe_asn, "
-                  "network_type, website_category_codes. Nettests carry both is_*_enabled and "
-                  "is_*_enabled_default.",
-      responses={200: {"description": "{name, description, author, nettests, revision, "
-                                      "date_created}"}})
+      description="Body (as probe-cli sends it, all required but the categories): "
+                  "is_charging, run_type (timed|manual), probe_cc, probe_asn, network_type, "
+                  "website_category_codes. An optional `UserAgent` header must have six "
+                  "comma-separated fields. Nettests carry both is_*_enabled and "
+                  "is_*_enabled_default; `targets_name: websites_list_prioritized` is filled "
+                  "in with check-in's prioritized URLs for the probe.",
+      responses={200: {"description": "{revision, nettests, date_created, name, "
+                                      "description, author, is_expired}"},
+                 400: {"description": "Invalid request"}, 404: {"description": "Not found"}})
 async def v2_engine_descriptor(request: web.Request) -> web.Response:
+    # Checked before the link is looked up, as OONI's service does (docs/current_services.md §7).
+    req = engine.parse_request(await read_json(request, _MAX_BODY),
+                               request.headers.get("UserAgent"))
     _, versions = await _versions_or_404(request)
-    body = await read_json(request, _MAX_BODY)
-    if body is not None and not isinstance(body, dict):
-        raise APIError("Invalid request body: a JSON object", 400)
     revision, r = _revision(versions, request.match_info["revision"])
     d = _descriptor(r)
     latest = versions[-1]
+    nettests = engine.fill_targets(model.engine_nettests(d), req,
+                                   request.app[TEST_LISTS].snapshot.test_list)
     return jsonutil.response({
         "name": d.get("name") or "", "description": d.get("description") or "",
-        "author": d.get("author") or "", "nettests": model.engine_nettests(d),
+        "author": d.get("author") or "", "nettests": nettests,
         "revision": str(revision), "date_created": r["descriptor_creation_time"],
         "is_expired": model.is_expired(_descriptor(latest), bool(latest["archived"]),
                                        store.now_ms()),
@@ -300,7 +319,8 @@ async def v2_engine_descriptor(request: web.Request) -> web.Response:
 
 
 @docs(tags=TAGS, summary="List OONI Run links (latest revisions)",
-      description="`is_mine=true`: only the caller's; `is_expired=true|false`: filter on expiry.",
+      description="`is_mine=true`: only the caller's; expired links are left out unless "
+                  "`is_expired=true`.",
       responses={200: {"description": '{"oonirun_links": [...]}'}})
 async def v2_list(request: web.Request) -> web.Response:
     session = current_session(request)
@@ -311,7 +331,7 @@ async def v2_list(request: web.Request) -> web.Response:
             return jsonutil.response({"oonirun_links": []}, cache=0)
         clauses.append("creator_account_id = %(me)s")
         params["me"] = session.account_id
-    expired = q.bool("is_expired")
+    with_expired = q.bool("is_expired", False)
     rows = await store.links(request.app[DB], " AND ".join(clauses), params)
     by_link: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
@@ -320,7 +340,7 @@ async def v2_list(request: web.Request) -> web.Response:
     for versions in by_link.values():
         versions.sort(key=lambda v: v["descriptor_creation_time"])
         link = _v2(versions, len(versions), versions[-1], session)
-        if expired is None or link["is_expired"] == expired:
+        if with_expired or not link["is_expired"]:
             out.append(link)
     out.sort(key=lambda link: link["date_updated"], reverse=True)
     return jsonutil.response({"oonirun_links": out}, cache=0)

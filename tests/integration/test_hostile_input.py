@@ -427,7 +427,7 @@ WRITE_CASES = [
     ("GET", "/api/v2/oonirun/links/{link}?revision=undefined", None, 2),
     ("POST", "/api/v2/oonirun/links/{link}/engine-descriptor/latest", [], 4),
     ("POST", "/api/v2/oonirun/links/{link}/engine-descriptor/latest", b"\xff", 4),
-    ("POST", "/api/v2/oonirun/links/{link}/engine-descriptor/latest", b"", 2),
+    ("POST", "/api/v2/oonirun/links/{link}/engine-descriptor/latest", b"", 4),  # required
     ("GET", f"/api/_/ooni_run/fetch/{{draft}}?creation_time={OVERFLOW}", None, 4),  # was 500
     ("GET", f"/api/_/ooni_run/fetch/{{draft}}?creation_time={UNDERFLOW}", None, 4),
     ("GET", "/api/_/ooni_run/fetch/{draft}?creation_time=0000-00-00", None, 4),
@@ -655,7 +655,9 @@ WRITE_ROUTES = {
     "/api/_/ooni_run/archive/1": {},
     "/api/v2/oonirun/links": RUN,
     "/api/v2/oonirun/links/{link}": RUN,  # PUT
-    "/api/v2/oonirun/links/{link}/engine-descriptor/latest": {"run_type": "timed"},
+    "/api/v2/oonirun/links/{link}/engine-descriptor/latest": {
+        "run_type": "timed", "is_charging": False, "probe_cc": "IT", "probe_asn": "AS1",
+        "network_type": "wifi", "website_category_codes": ["NEWS"]},
 }
 # Values put in place of each key of a valid body (wrong types, hostile text).
 BAD_VALUES = [None, True, -1, 1.5, 10**30, "", "\x00\u202e😀", "a" * 3000, [None],

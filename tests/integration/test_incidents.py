@@ -194,3 +194,40 @@ def test_unknown_actions_and_findings(api):
     assert call(api, "GET", "/api/v1/incidents/show/no-such-slug")[0] == 404
     assert call(api, "POST", "/api/v1/incidents/update", {"new_entry": finding()},
                 who="admin")[0] == 400
+
+
+def test_every_answer_is_no_cache_exactly(api):
+    """docs/current_services.md §7: `Cache-Control: no-cache`, as OONI's findings service."""
+    fid = call(api, "POST", "/api/v1/incidents/create", finding(), who="user")[1]["id"]
+    for method, path, body, who in (
+            ("GET", "/api/v1/incidents/search", None, None),
+            ("GET", "/api/v1/incidents/search?only_mine=true", None, None),
+            ("GET", f"/api/v1/incidents/show/{fid}", None, "user"),
+            ("POST", "/api/v1/incidents/update", finding(id=fid), "user"),
+            ("POST", "/api/v1/incidents/publish", {"id": fid}, "admin"),
+            ("POST", "/api/v1/incidents/delete", {"id": fid}, "user")):
+        h = {"Content-Type": "application/json"}
+        if TOKENS[who]:
+            h["Authorization"] = "Bearer " + TOKENS[who]
+        req = urllib.request.Request(api.url + path, method=method, headers=h,
+                                     data=json.dumps(body).encode() if body else None)
+        with urllib.request.urlopen(req, timeout=15) as r:
+            assert (r.status, r.headers["Cache-Control"]) == (200, "no-cache"), path
+
+
+def test_arrays_come_back_as_sent(api):
+    """Order and repeats kept (OONI's service does; Explorer shows CCs[0] as the flag)."""
+    sent = finding(CCs=["IT", "gr", "AT", "IT"], ASNs=[30722, 1, 30722],
+                   tags=["b", "a", "b"], domains=["z.org", "a.org"], email_address=ADMIN)
+    fid = call(api, "POST", "/api/v1/incidents/create", sent, who="admin")[1]["id"]
+    got = call(api, "GET", f"/api/v1/incidents/show/{fid}", who="admin")[1]["incident"]
+    assert got["CCs"] == ["IT", "GR", "AT", "IT"]  # only upper-cased, so filters find them
+    assert (got["ASNs"], got["tags"], got["domains"]) == (
+        [30722, 1, 30722], ["b", "a", "b"], ["z.org", "a.org"])
+    assert ids(search(api, "?country_code=GR", who="admin")) >= {fid}
+    # The service's other two filters: asn and domain.
+    assert fid in ids(search(api, "?asn=30722", who="admin"))
+    assert fid in ids(search(api, "?asn=AS1&domain=z.org", who="admin"))
+    assert fid not in ids(search(api, "?asn=2", who="admin"))
+    assert fid not in ids(search(api, "?asn=1&domain=b.org", who="admin"))
+    assert call(api, "GET", "/api/v1/incidents/search?asn=ASX")[0] == 400

@@ -76,7 +76,7 @@ async def checkin(client, body=None, headers=None, path="/api/v1/check-in") -> d
     async with client.post(path, json=body if body is not None else {},
                            headers=headers) as r:
         assert r.status == 200, await r.text()
-        assert "no-cache" in r.headers["Cache-Control"]
+        assert r.headers["Cache-Control"] == "no-cache"  # exactly, as OONI's service
         return await r.json()
 
 
@@ -105,9 +105,10 @@ async def test_checkin_geolocates_the_caller(client, seeded):
     assert data["probe_network_name"] == "CAIDA / PSGnet"
     t = dt.datetime.strptime(data["utc_time"], RFC3339).replace(tzinfo=dt.UTC)
     assert abs((t - dt.datetime.now(dt.UTC)).total_seconds()) < 60
+    # OONI's current flags (docs/current_services.md §7): LTE for every probe, no vanilla_tor.
     features = data["conf"]["features"]
-    assert features == {"torsf_enabled": False, "vanilla_tor_enabled": True,
-                        "openvpn_enabled": False}
+    assert features == {"torsf_enabled": False, "vanilla_tor_enabled": False,
+                        "openvpn_enabled": False, "webconnectivity_0.5": True}
     assert set(data["conf"]["test_helpers"]) >= {"web-connectivity", "dns"}
     assert set(data["tests"]) == V1_TESTS
     for name, test in data["tests"].items():
@@ -115,6 +116,18 @@ async def test_checkin_geolocates_the_caller(client, seeded):
         assert "_US_2149_" in test["report_id"]  # probe declared nothing: geolocated values
         assert test["report_id"].split("_")[1] == name.replace("_", "")
     assert isinstance(data["tests"]["web_connectivity"]["urls"], list)
+
+
+async def test_every_probe_gets_the_same_flags(client, seeded):
+    """No canary by address or version: old, new and unknown probes alike (§7)."""
+    seen = []
+    for body, headers in (({"software_name": "ooniprobe-android", "software_version": "3.7.0"},
+                           {"X-Forwarded-For": "5.34.1.1"}),
+                          ({"software_name": "ooniprobe-cli", "software_version": "3.24.0"},
+                           US_IP), ({}, {"X-Forwarded-For": "8.8.8.8"})):
+        for path in ("/api/v1/check-in", "/api/_/check-in"):
+            seen.append((await checkin(client, body, headers, path))["conf"]["features"])
+    assert all(f == seen[0] for f in seen) and seen[0]["webconnectivity_0.5"] is True
 
 
 async def test_checkin_declared_location_wins_for_ids(client, seeded):
@@ -266,7 +279,7 @@ async def test_private_checkin(client, seeded):
     data = await checkin(client, {"probe_cc": "US", "probe_asn": "AS2149", "charging": False},
                          US_IP, path="/api/_/check-in")
     assert data["v"] == 2 and data["probe_cc"] == "US"
-    assert data["conf"]["features"] == {}
+    assert data["conf"]["features"]["webconnectivity_0.5"] is True  # no canary any more
     nettests = {n["test_name"]: n for n in data["nettests"]}
     assert len(nettests) == 33 and V1_TESTS <= set(nettests)
     wc = nettests["web_connectivity"]["targets"]
@@ -280,8 +293,6 @@ async def test_private_checkin(client, seeded):
     assert len(nettests["stunreachability"]["targets"]) == 10
     assert nettests["ndt"]["targets"] == []
     assert all(REPORT_ID.match(n["report_id"]) for n in data["nettests"])
-    data = await checkin(client, {}, {"X-Forwarded-For": "5.34.1.1"}, path="/api/_/check-in")
-    assert data["conf"]["features"] == {"webconnectivity_0.5": True}
 
 
 @pytest.mark.parametrize("body", [

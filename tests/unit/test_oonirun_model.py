@@ -55,3 +55,51 @@ def test_expiry_is_explicit_only():
 def test_invalid_descriptors(bad):
     with pytest.raises(APIError):
         model.descriptor(bad)
+
+
+def _with(test: dict) -> dict:
+    return {**BASE, "nettests": [{"test_name": "web_connectivity", **test}]}
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({k: v for k, v in BASE.items() if k != "author"}, "'author' field must not be empty"),
+    ({**BASE, "author": " "}, "'author' field must not be empty"),
+    (_with({"inputs": ["https://a.org/"], "inputs_extra": []}),
+     "When provided, inputs_extra should be the same length as inputs"),
+    (_with({"inputs_extra": [{"x": 1}]}),
+     "When provided, inputs_extra should be the same length as inputs"),
+    (_with({"targets_name": "websites_list_prioritized", "inputs": ["https://a.org/"]}),
+     "When targets_name is provided, you can't provide inputs or inputs_extra"),
+    (_with({"targets_name": "websites_list_prioritized", "inputs_extra": [{"x": 1}]}),
+     "When provided, inputs_extra should be the same length as inputs"),
+    (_with({"targets_name": "somebody_elses_list"}),
+     "Invalid targets_name in nettests: one of websites_list_prioritized"),
+])
+def test_refused_as_oonis_service_refuses(bad, message):
+    with pytest.raises(APIError) as e:
+        model.descriptor(bad)
+    assert e.value.status == 400 and e.value.message == message
+
+
+def test_dynamic_list_nettests_have_no_inputs_until_a_probe_asks():
+    for empty in ({}, {"inputs": None, "inputs_extra": None}, {"inputs": [], "inputs_extra": []}):
+        d = model.descriptor(_with({"targets_name": "websites_list_prioritized", **empty}))
+        t = model.engine_nettests(d)[0]
+        assert (t["inputs"], t["inputs_extra"], t["targets_name"]) == (
+            None, None, "websites_list_prioritized")
+
+
+def test_inputs_extra_are_kept_aligned_and_null_when_absent():
+    d = model.descriptor(_with({"inputs": ["https://a.org/", "https://b.org/"],
+                                "inputs_extra": [{"a": 1}, {"b": 2}]}))
+    assert model.engine_nettests(d)[0]["inputs_extra"] == [{"a": 1}, {"b": 2}]
+    assert model.engine_nettests(model.descriptor(BASE))[0]["inputs_extra"] is None
+    assert list(model.engine_nettests(model.descriptor(BASE))[0])[:7] == [
+        "test_name", "inputs", "options", "is_background_run_enabled_default",
+        "is_manual_run_enabled_default", "targets_name", "inputs_extra"]
+
+
+def test_rows_of_the_older_format_are_not_a_new_revision():
+    old = {**model.descriptor(BASE)}
+    old["nettests"] = [{**old["nettests"][0], "inputs_extra": []}]
+    assert not model.is_new_version(old, model.descriptor(BASE))

@@ -18,6 +18,7 @@ from oonibackend.prioritization.rules import (
     rule_matches,
     rules_for_cc,
     select,
+    url_limit,
 )
 from tests.conftest import FIXTURES
 
@@ -168,3 +169,11 @@ def test_us_fixture_list():
     assert len(generate_test_list(candidates, counts, rules, "US", None, 20)) == 20
     news = generate_test_list(candidates, counts, rules, "US", ["NEWS"], 100)
     assert news and {o["category_code"] for o in news} == {"NEWS"}
+
+
+@pytest.mark.parametrize("run_type,charging,limit", [
+    ("manual", True, 9999), ("manual", False, 9999), ("timed", True, 100),
+    ("timed", False, 20), ("", False, 20)])
+def test_url_limit_of_a_run(run_type, charging, limit):
+    """One rule for check-in and OONI Run's dynamic lists (docs/current_services.md §7)."""
+    assert url_limit(run_type, charging) == limit
