@@ -10,6 +10,9 @@ Differences from the legacy route, on purpose:
   errors as answers.
 * `time_grain=year` works (yearly buckets `YYYY-01-01`); legacy accepted it and then failed.
 * An empty multi-dimensional CSV is the header line, not an error.
+* `since=undefined` / `until=undefined` (Explorer's charts before the page sets its dates)
+  keep legacy's answer, 200 `{"error", "v": 0}` with `no-cache`: cheap, and never mistaken
+  for an all-time query (docs/api.md §2.8).
 * Every query carries a cost cap (`[aggregation]` max_execution_time and max_rows_to_read,
   as ClickHouse settings): a query past it is stopped by ClickHouse and answered 504
   `{"error": "Query too expensive ...", "v": 0}` instead of tying up the database.
@@ -71,8 +74,8 @@ def parse(query: Mapping[str, str]) -> tuple[aq.Aggregation, str, bool]:
         a = aq.make(
             axis_x=q.str("axis_x"),
             axis_y=q.str("axis_y"),
-            since=q.date("since"),
-            until=q.date("until"),
+            since=q.date("since", legacy_undefined=True),
+            until=q.date("until", legacy_undefined=True),
             time_grain=q.choice("time_grain", aq.TIME_GRAINS, "auto", lower=True),
             category_codes=q.category_codes("category_code"),
             domains=q.domain_list("domain"),
@@ -225,8 +228,9 @@ async def get_aggregation(request: web.Request) -> web.Response:
     if download:
         headers["Content-Disposition"] = f"attachment; filename=ooni-aggregate-data.{ext}"
     if fmt == "CSV":
-        return web.Response(body=body, content_type="text/csv", charset="utf-8",
-                            headers=headers)
+        # Exactly `text/csv`, as legacy sent and its tests compare (docs/api.md §2.8); the
+        # body is UTF-8.
+        return web.Response(body=body, content_type="text/csv", headers=headers)
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 

@@ -4,8 +4,11 @@ Explorer builds query strings with `URLSearchParams(object)` and axios, so:
 * an empty value (`probe_cc=`) or the literal `undefined`/`null` means "absent";
 * multi-values arrive comma-joined (`probe_cc=CN,IR,RU`), sometimes repeated;
 * unknown parameters (`data=anomalies`, `webview=1`) are ignored;
-* `probe_asn` comes as `AS3269` or `3269`.
+* `probe_asn` comes as `AS3269` or `3269`;
+* dates come as `2021-07-09`, `2021-7-9` (legacy's dateutil took both) or ISO datetimes.
 Anything present but malformed raises `APIError` (400, `{"error": ...}`), never a 500.
+The one exception: routes that legacy answered 200 `{"error"}` for `since=undefined` (the
+aggregation charts, docs/api.md §2.8) ask `date(..., legacy_undefined=True)`.
 
 Usage: `q = Query(request.query)`, then `q.cc_list("probe_cc")`, `q.date("since")`, ...
 All values returned are safe to pass as `%(name)s` parameters of the storage layer.
@@ -30,7 +33,13 @@ _TEST_NAME = re.compile(r"[a-z0-9_]{1,60}", re.ASCII)
 _CATEGORY = re.compile(r"[A-Z]{1,16}", re.ASCII)
 # The legacy input whitelist (after dropping non-ASCII characters), exactly.
 _INPUT = re.compile(r"[A-Za-z0-9 :/.\[\]\-_%+(){}=?#&!,$]*", re.ASCII)
-_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+# A date with or without zero padding, then the optional rest of an ISO datetime.
+_DATE_PREFIX = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})(?=$|[T ])(.*)",
+                          re.ASCII | re.DOTALL)
+_HOUR_PREFIX = re.compile(r"([T ])([0-9])(?=:)", re.ASCII)
+# Status of the answer to a date that is the literal `undefined` where legacy parsed it
+# (dateutil failed, the route answered 200 {"error", "v": 0}; docs/api.md §2.8).
+UNDEFINED_STATUS = 200
 MAX_VALUE = 2048
 MAX_ITEMS = 200
 # Paging offsets beyond this are refused: ClickHouse's LIMIT/OFFSET are UInt64 (a larger
@@ -45,12 +54,14 @@ class Query:
     def __init__(self, query: Mapping[str, str]) -> None:
         self._q = query
 
-    def _raw(self, name: str) -> list[str]:
+    def _all(self, name: str) -> list[str]:
         getall = getattr(self._q, "getall", None)
-        values = getall(name, []) if getall is not None else (
+        return list(getall(name, [])) if getall is not None else (
             [self._q[name]] if name in self._q else [])
+
+    def _raw(self, name: str) -> list[str]:
         out = []
-        for v in values:
+        for v in self._all(name):
             v = v.strip()
             if v in _ABSENT:
                 continue
@@ -117,7 +128,13 @@ class Query:
             raise APIError(f"Invalid {name}: use one of {', '.join(allowed)}", 400)
         return v
 
-    def date(self, name: str) -> dt.datetime | None:
+    def date(self, name: str, *, legacy_undefined: bool = False) -> dt.datetime | None:
+        """A date or datetime (see `parse_datetime`). With `legacy_undefined`, the literal
+        `undefined` (Explorer's charts before the page sets its dates) is not "absent" but
+        the cheap answer legacy gave: `APIError` with status 200, so no query runs over the
+        whole table."""
+        if legacy_undefined and any(v.strip() == "undefined" for v in self._all(name)):
+            raise APIError(f"Invalid {name}: 'undefined' is not a date", UNDEFINED_STATUS)
         v = self.str(name)
         return None if v is None else parse_datetime(v, name)
 
@@ -248,13 +265,20 @@ def _is_hostname(host: str) -> bool:
 
 def parse_datetime(value: str, name: str = "date") -> dt.datetime:
     """`YYYY-MM-DD` or an ISO-8601 datetime (`T` or space, optional fraction, `Z` or offset)
-    as a naive UTC datetime; the range ClickHouse's DateTime holds."""
+    as a naive UTC datetime; the range ClickHouse's DateTime holds. Month, day and hour may
+    lack their zero padding (`2021-7-9`, `2021-7-9T5:00:00`), as legacy's dateutil allowed."""
     v = value.strip()
+    m = _DATE_PREFIX.fullmatch(v)
     try:
-        if _DAY.fullmatch(v):
-            t = dt.datetime.strptime(v, "%Y-%m-%d")
-        else:
+        if m is None:  # e.g. ISO's basic format, 20240101T050000Z
             t = dt.datetime.fromisoformat(v.replace(" ", "T", 1))
+        else:
+            year, month, day, rest = m.groups()
+            t = dt.datetime(int(year), int(month), int(day))
+            if rest:  # the time, its hour padded too
+                rest = _HOUR_PREFIX.sub(r"\g<1>0\g<2>", rest, count=1)
+                t = dt.datetime.fromisoformat(t.strftime("%Y-%m-%d")
+                                              + rest.replace(" ", "T", 1))
     except ValueError:
         raise APIError(f"Invalid {name}: {value[:40]!r} is not a date", 400) from None
     if t.tzinfo is not None:

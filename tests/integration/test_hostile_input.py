@@ -570,6 +570,16 @@ GET_PARAMS = {
         "axis_x", "axis_y", "since", "until", "time_grain", "category_code", "domain", "input",
         "probe_cc", "probe_asn", "test_name", "ooni_run_link_id", "format", "download"),
     "/api/v1/torsf_stats": ("probe_cc", "since", "until"),
+    "/api/v1/aggregation/observations": (
+        "group_by", "test_name", "hostname", "probe_cc", "probe_asn", "ip", "measurement_uid",
+        "resolver_asn", "input", "category_code", "ooni_run_link_id", "since", "until",
+        "time_grain"),
+    "/api/v1/aggregation/observations/ctrl?hostname=twitter.com": ("hostname", "since",
+                                                                   "until"),
+    "/api/v1/aggregation/analysis": (
+        "axis_x", "axis_y", "test_name", "domain", "input", "measurement_uid", "probe_cc",
+        "probe_asn", "category_code", "ooni_run_link_id", "since", "until", "time_grain",
+        "anomaly_sensitivity", "format", "download"),
     "/api/_/check_report_id": ("report_id",),
     "/api/_/country_overview": ("probe_cc",),
     "/api/_/domain_metadata": ("domain",),

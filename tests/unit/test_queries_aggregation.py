@@ -183,9 +183,13 @@ def parse(**kw):
 
 def test_parse_explorer_query_strings():
     a, fmt, download = parse(probe_asn="AS3269,3270", axis_x="probe_cc", data="anomalies",
-                             format="csv", download="true", since="undefined")
+                             format="csv", download="true", since="")
     assert (fmt, download) == ("CSV", True)
     assert a.probe_asns == (3269, 3270) and a.since is None and a.axis_x == "probe_cc"
+    # since=undefined: legacy's cheap 200 {"error", "v": 0} (docs/api.md §2.8)
+    with pytest.raises(APIError) as e:
+        parse(axis_x="probe_cc", since="undefined")
+    assert (e.value.status, e.value.extra) == (200, {"v": 0})
     a, fmt, download = parse(test_name="signal,telegram", probe_cc="", time_grain="DAY",
                              axis_x="measurement_start_day", since="2024-01-01",
                              until="2024-02-01")
