@@ -28,6 +28,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     generate_latest,
 )
 from prometheus_client.metrics_core import Metric
@@ -76,7 +77,7 @@ class Metrics:
         self.prefix = prefix
         self.registry: CollectorRegistry = _Registry()
         self._lock = threading.Lock()  # creation only; the library's values have their own
-        self._metrics: dict[str, Counter | Gauge | Histogram] = {}
+        self._metrics: dict[str, Counter | Gauge | Histogram | Info] = {}
         self._labelnames: dict[str, tuple[str, ...]] = {}
         # (name, label items as passed) -> labelled child: the hot path is one dict lookup.
         self._counters: dict[_LabelKey, Counter] = {}
@@ -143,6 +144,19 @@ class Metrics:
         if child is None:
             child = self._child(Histogram, self._hists, key, help, labels)
         child.observe(seconds)
+
+    def info(self, name: str, values: dict[str, str], help: str = "") -> None:
+        """Set an info metric (exposed as `<name>_info{...} 1`) to `values`, replacing the
+        previous ones: one series whatever the values, so callers need not bound them."""
+        with self._lock:
+            metric = self._metrics.get(name)
+            if metric is None:
+                metric = self._metrics[name] = Info(self._full(name), help,
+                                                    registry=self.registry)
+            elif not isinstance(metric, Info):
+                raise ValueError(f"metric {name!r} is a {type(metric).__name__.lower()}, "
+                                 "not an info")
+        metric.info(values)
 
     def value(self, name: str, **labels: Any) -> float:
         """A counter's (or gauge's) current value; 0 when it was never set."""

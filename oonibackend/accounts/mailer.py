@@ -10,25 +10,28 @@ from html import escape
 
 from oonibackend.config import SmtpConfig
 
-SUBJECT = "OONI Account activation"
+SUBJECT = "OONI Account activation"  # legacy user_register
+SUBJECT_V2 = "OONI Account activation email"  # v2 user-login (docs/current_services.md §4)
 
 
 class MailError(Exception):
     pass
 
 
-def login_message(source: str, to: str, link: str) -> EmailMessage:
+def login_message(source: str, to: str, link: str, subject: str = SUBJECT) -> EmailMessage:
+    """OONI's login e-mail: the same words, and the HTML link text `Please login here` that
+    OONI's clients and tests look for (docs/api.md §2.6, §3.2)."""
     msg = EmailMessage()
-    msg["Subject"] = SUBJECT
+    msg["Subject"] = subject
     msg["From"] = source
     msg["To"] = to
     msg.set_content(
-        "Please login here:\n\n"
-        f"{link}\n\n"
+        "Welcome to OONI.\n\n"
+        f"Please login by following {link}\n\n"
         "The link can be used on multiple devices and will expire in 24 hours.\n")
     msg.add_alternative(
-        "<html><body><p>Please login by clicking "
-        f'<a href="{escape(link, quote=True)}">this link</a>.</p>'
+        "<html><head></head><body><p>Welcome to OONI</p>"
+        f'<p><a href="{escape(link, quote=True)}">Please login here</a></p>'
         "<p>The link can be used on multiple devices and will expire in 24 hours.</p>"
         "</body></html>", subtype="html")
     return msg
@@ -53,5 +56,5 @@ def _send(cfg: SmtpConfig, msg: EmailMessage) -> None:
         raise MailError(str(e)) from e
 
 
-async def send_login_link(cfg: SmtpConfig, to: str, link: str) -> None:
-    await asyncio.to_thread(_send, cfg, login_message(cfg.source_address, to, link))
+async def send_login_link(cfg: SmtpConfig, to: str, link: str, subject: str = SUBJECT) -> None:
+    await asyncio.to_thread(_send, cfg, login_message(cfg.source_address, to, link, subject))

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 
-from oonibackend.accounts.tokens import Session
+from oonibackend.accounts.tokens import ROLES, Session
 from oonibackend.storage import Database, DatabaseError
 
 log = logging.getLogger("oonibackend.accounts")
@@ -27,6 +27,11 @@ class AccountStore:
         row = await self.db.query_one(
             "SELECT role FROM accounts WHERE account_id = %(a)s", {"a": account_id})
         return row["role"] if row else None
+
+    async def effective_role(self, account_id: str) -> str:
+        """The role a new session token gets: the stored one, `user` when none is set."""
+        role = await self.role(account_id)
+        return role if role in ROLES else "user"
 
     async def set_role(self, account_id: str, role: str) -> None:
         # EmbeddedRocksDB: an insert on an existing key replaces the row.

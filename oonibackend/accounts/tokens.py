@@ -32,6 +32,8 @@ class Session:
     login_time: int
     issued_at: int
     expires: int
+    # v2 session tokens carry the address (OONI's v2 claims); legacy ones do not: "".
+    email: str = ""
 
 
 def registration_token(email: str, account_id: str, redirect_to: str, secret: str,
@@ -65,10 +67,14 @@ def decode_registration(token: str, secret: str, now: int) -> dict[str, Any]:
 
 
 def session_token(account_id: str, role: str, login_time: int, secret: str, now: int,
-                  session_days: float, login_days: float) -> str:
+                  session_days: float, login_days: float, email: str = "") -> str:
+    """The bearer token; `email` (v2 logins) adds OONI's v2 `email_address` claim."""
     exp = int(min(now + session_days * 86400, login_time + login_days * 86400))
-    claims = {"nbf": now, "iat": now, "exp": exp, "aud": USER_AUDIENCE,
-              "account_id": account_id, "login_time": login_time, "role": role}
+    claims: dict[str, Any] = {"nbf": now, "iat": now, "exp": exp, "aud": USER_AUDIENCE,
+                              "account_id": account_id, "login_time": login_time,
+                              "role": role}
+    if email:
+        claims["email_address"] = email
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -109,4 +115,6 @@ def decode_session(authorization: str | None, secret: str, now: int | None = Non
     login_time = claims.get("login_time", issued)
     if not isinstance(issued, int) or not isinstance(login_time, int):
         return None
-    return Session(account, role, login_time, issued, int(claims["exp"]))
+    email = claims.get("email_address")
+    return Session(account, role, login_time, issued, int(claims["exp"]),
+                   email if isinstance(email, str) and len(email) <= 255 else "")

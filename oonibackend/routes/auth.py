@@ -7,7 +7,8 @@
 * POST /api/v1/set_account_role     admin: {email_address, role}
 * GET  /api/v1/get_account_role/{email_address}   admin
 * POST /api/v1/set_session_expunge  admin: {email_address}: that account must log in again
-No email address is stored: accounts are keyed by the hash of the address.
+No email address is stored: accounts are keyed by the hash of the address. OONI's v2 login
+(routes/auth_v2.py) uses the same accounts, roles, login links and expunges.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp_apispec import docs
@@ -26,6 +26,7 @@ from oonibackend import jsonutil
 from oonibackend.accounts import tokens
 from oonibackend.accounts.auth import AUTH, Auth, current_session, require_session
 from oonibackend.accounts.ids import account_id, normalize_email
+from oonibackend.accounts.links import login_link, redirect_ok
 from oonibackend.accounts.mailer import MailError, send_login_link
 from oonibackend.accounts.store import AccountStore, refresh_loop
 from oonibackend.appkeys import CONFIG, DB
@@ -51,17 +52,6 @@ def _now() -> int:
     return int(time.time())
 
 
-def _redirect_ok(url: object, hosts: list[str]) -> bool:
-    if not isinstance(url, str) or len(url) > 2048:
-        return False
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port  # ValueError for a port out of range or not a number
-    except ValueError:
-        return False
-    return parts.scheme == "https" and parts.hostname in hosts and port in (None, 443)
-
-
 @docs(tags=TAGS, summary="Send a login link by email",
       description="Body (JSON or form): `email_address`, `redirect_to` (an https URL on one of "
                   "the configured hosts). The link leads to `<redirect host>/login?token=...` "
@@ -71,7 +61,7 @@ async def user_register(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
     body = await _form(request)
     raw_email, redirect_to = body.get("email_address"), body.get("redirect_to")
-    if not raw_email or not _redirect_ok(redirect_to, cfg.accounts.redirect_hosts):
+    if not raw_email or not redirect_ok(redirect_to, cfg.accounts.redirect_hosts):
         raise APIError("Invalid request", 400)
     email = normalize_email(raw_email)
     if email is None:
@@ -79,8 +69,7 @@ async def user_register(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     token = tokens.registration_token(email, account_id(email, auth.hashing_key),
                                       redirect_to.strip(), auth.secret, _now())
-    host = urlsplit(redirect_to.strip()).hostname
-    link = f"https://{host}/login?" + urlencode({"token": token})
+    link = login_link(redirect_to, token)
     try:
         await send_login_link(cfg.smtp, email, link)
     except MailError as e:
@@ -103,9 +92,7 @@ async def user_login(request: web.Request) -> web.Response:
     except tokens.TokenError as e:
         raise APIError(str(e), 401) from None
     account = claims["account_id"]
-    role = await _store(request).role(account) or "user"
-    if role not in tokens.ROLES:
-        role = "user"
+    role = await _store(request).effective_role(account)
     cfg = request.app[CONFIG].accounts
     bearer = tokens.session_token(account, role, now, auth.secret, now,
                                   cfg.session_expiry_days, cfg.login_expiry_days)

@@ -1,4 +1,5 @@
-"""The blocking-event feed: GET /api/v1/detector/events (JSON or Atom).
+"""The blocking-event feed: GET /api/v1/detector/events (JSON or Atom), and OONI's analysis
+change points: GET /api/v1/detector/changepoints (docs/current_services.md §5).
 
 Events are written by `oonibackend detect` (oonibackend/detector/). Filters: probe_cc,
 probe_asn (AS123 or 123), test_name (comma lists), input (exact), domain (the input URL's
@@ -17,13 +18,14 @@ from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
 from oonibackend.appkeys import DB
-from oonibackend.detector import feed
+from oonibackend.detector import changepoints, feed
 from oonibackend.errors import APIError
 from oonibackend.routes.links import base_url
 from oonibackend.routes.params import Query
 
 TAGS = ["Detector"]
 PATH = "/api/v1/detector/events"
+CHANGEPOINTS_PATH = "/api/v1/detector/changepoints"
 CACHE_SECONDS = 60
 MAX_EXECUTION_TIME = 10
 DEFAULT_LIMIT = 100
@@ -117,5 +119,26 @@ async def events(request: web.Request) -> web.Response:
                         headers=headers)
 
 
+@docs(tags=TAGS, summary="Change points of OONI's analysis event detector",
+      description="Rows of `event_detector_changepoints` with `ts` within `since` .. `until` "
+                  "(both inclusive; default 30 days ago 00:00 UTC .. today 00:00 UTC). "
+                  "Filters: `probe_asn` (AS8048 or 8048; 0 means any), `probe_cc` (2 "
+                  "characters), `domain` (exact).",
+      responses={200: {"description": '{"results": [{"probe_asn", "probe_cc", "domain", '
+                                      '"start_time", "count_isp_resolver", '
+                                      '"count_other_resolver", "count", "dns_isp_blocked", '
+                                      '"dns_other_blocked", "tcp_blocked", "tls_blocked", '
+                                      '"change_dir": "up"|"down"|null, "current_state", '
+                                      '"s_pos", "s_neg", "h", "block_type"}]}'},
+                 400: {"description": "Invalid parameter"}})
+async def changepoints_list(request: web.Request) -> web.Response:
+    sql, params = changepoints.build_query(Query(request.query))
+    rows = await request.app[DB].query(sql, params,
+                                       settings={"max_execution_time": MAX_EXECUTION_TIME})
+    # No Cache-Control, as OONI's service.
+    return jsonutil.response({"results": [changepoints.render(r) for r in rows]})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get(PATH, events)
+    app.router.add_get(CHANGEPOINTS_PATH, changepoints_list)

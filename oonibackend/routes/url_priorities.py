@@ -2,6 +2,8 @@
 
 * GET  /api/_/url-priorities/list     {"rules": [{category_code, cc, domain, url, priority}]}
 * POST /api/_/url-priorities/update   {old_entry?, new_entry?} → 1
+* GET  /api/_/show_countries_prioritization[?format=JSON|CSV]   every entry's week and
+  priority (no authentication, as legacy; prioritization/countries.py)
 
 Rules are stored at once (url_priorities is a CollapsingMergeTree: a change is a -1 row for
 the old rule and a +1 row for the new one) and the `url_priorities` dataset version is bumped,
@@ -25,10 +27,12 @@ from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
 from oonibackend.accounts.auth import require_session
-from oonibackend.appkeys import DB
+from oonibackend.appkeys import DB, READ_CACHE, TEST_LISTS
 from oonibackend.errors import APIError
+from oonibackend.prioritization import countries
 from oonibackend.prioritization.snapshot import RULES_SQL
 from oonibackend.routes.body import read_json
+from oonibackend.routes.params import Query
 from oonibackend.storage import versions
 
 log = logging.getLogger("oonibackend.url_priorities")
@@ -113,7 +117,41 @@ async def update_rule(request: web.Request) -> web.Response:
     return jsonutil.response(1, cache=0)
 
 
+# The week's counts are reused this long (a full week of fastpath per computation); the
+# priorities always use the rules check-in currently applies.
+COUNTS_CACHE_SECONDS = 60
+COUNTS_MAX_EXECUTION_TIME = 60
+
+
+@docs(tags=TAGS, summary="Every test-list entry with its last 7 days and its priority",
+      parameters=[{"in": "query", "name": "format", "type": "string",
+                   "description": "JSON (default) or CSV"}],
+      responses={200: {"description": "[{domain, url, cc, category_code, msmt_cnt, "
+                                      "anomaly_perc, priority}], sorted by cc then priority "
+                                      "descending; or CSV with those columns"},
+                 400: {"description": "Invalid format"}})
+async def show_countries_prioritization(request: web.Request) -> web.Response:
+    fmt = (Query(request.query).str("format") or "JSON").upper()
+    if fmt not in ("JSON", "CSV"):
+        raise APIError("Invalid format: use JSON or CSV", 400)
+    db = request.app[DB]
+
+    async def counts() -> list[dict[str, Any]]:
+        return await db.query(countries.SQL,
+                              settings={"max_execution_time": COUNTS_MAX_EXECUTION_TIME})
+
+    rows = await request.app[READ_CACHE].get(("show_countries_prioritization",),
+                                             COUNTS_CACHE_SECONDS, counts)
+    rules = request.app[TEST_LISTS].snapshot.rules
+    items = await asyncio.to_thread(countries.prioritize, rows, rules)
+    if fmt == "CSV":
+        text = await asyncio.to_thread(countries.to_csv, items)
+        return web.Response(text=text, content_type="text/csv")
+    return jsonutil.response(items, cache=1)
+
+
 def setup(app: web.Application) -> None:
     app[LOCK] = asyncio.Lock()
     app.router.add_get("/api/_/url-priorities/list", list_rules)
     app.router.add_post("/api/_/url-priorities/update", update_rule)
+    app.router.add_get("/api/_/show_countries_prioritization", show_countries_prioritization)
