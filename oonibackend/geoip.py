@@ -95,6 +95,11 @@ class GeoIP:
         self._cc = _open(cc_path, "country")
         self._asn = _open(asn_path, "ASN")
 
+    @property
+    def loaded(self) -> bool:
+        """Both databases are open (without them every address looks like ZZ / AS0)."""
+        return self._cc is not None and self._asn is not None
+
     def lookup(self, ip: str) -> Location:
         """(country code, AS number, AS organisation); None for what is not found.
 
