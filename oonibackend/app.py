@@ -67,7 +67,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 def make_app(cfg: Config) -> web.Application:
     from oonibackend.quotas.middleware import quota_middleware
     from oonibackend.routes import (
+        anonc,
         auth,
+        auth_v2,
         collector,
         detector,
         health,
@@ -75,10 +77,12 @@ def make_app(cfg: Config) -> web.Application:
         oonirun,
         pages,
         probe_services,
+        probe_update,
         quotas_summary,
         read_api,
         url_priorities,
         url_submission,
+        vpn_config,
     )
 
     app = web.Application(
@@ -93,8 +97,9 @@ def make_app(cfg: Config) -> web.Application:
     app[CORS] = Cors(cfg.server.cors_origins)
     clientip.setup(app)
     app.cleanup_ctx.append(database_ctx)
-    for component in (pages, probe_services, collector, quotas_summary, read_api, auth,
-                      url_priorities, incidents, oonirun, detector, url_submission,
+    for component in (pages, probe_services, probe_update, collector, vpn_config, quotas_summary,
+                      read_api, auth, auth_v2, url_priorities, incidents, oonirun, detector,
+                      url_submission, anonc,
                       health):  # last: it checks what the others set up (e.g. the spool)
         component.setup(app)
     setup_aiohttp_apispec(

@@ -23,4 +23,7 @@ QUOTAS = web.AppKey("quotas", Any)
 TEST_LISTS = web.AppKey("test_lists", Any)
 READ_CACHE = web.AppKey("read_cache", Any)
 BODIES = web.AppKey("bodies", Any)
+GEOIP_ANOMALIES = web.AppKey("geoip_anomalies", Any)  # faulty.writer.BatchWriter
+VPN = web.AppKey("vpn", Any)  # vpn.service.VPNConfigService
+ANONC = web.AppKey("anonc", Any)  # anonc.service.AnoncService (absent when disabled)
 HEALTH = web.AppKey("health", Monitor)

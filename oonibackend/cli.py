@@ -9,6 +9,7 @@
     oonibackend upload [--dry-run] [--hour YYYYMMDDHH]
     oonibackend update-asnmeta / download-geoip / backup / export / restore / rotate / detect
     oonibackend account-role EMAIL [--role user|admin]
+    oonibackend anonc-rotate [--policy-only]          new anonymous-credential keys
     oonibackend bootstrap [--only NAMES] [--force]   load every reference dataset
 """
 
@@ -27,7 +28,7 @@ _COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db"
              "oonibackend.citizenlab.cli", "workers.fingerprints_update", "workers.cli",
              "oonibackend.upload.cli", "oonibackend.asnmeta.cli", "oonibackend.geoip_download",
              "oonibackend.backup.cli", "oonibackend.rotation.cli", "oonibackend.detector.cli",
-             "oonibackend.accounts.cli", "oonibackend.bootstrap")
+             "oonibackend.accounts.cli", "oonibackend.bootstrap", "oonibackend.anonc.cli")
 
 
 def datetime_arg(value: str):

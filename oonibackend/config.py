@@ -179,6 +179,13 @@ class GeoIPConfig:
     download_url: str = "https://download.db-ip.com/free/dbip-{kind}-lite-{month}.mmdb.gz"
     # Seconds between checks of the files by the API (reopened when replaced; 0: never).
     reload_interval: float = 60.0
+    # Record accepted measurements whose probe_cc / probe_asn differ from a lookup of the
+    # submitting address in `faulty_measurements` (docs/current_services.md §2), in one
+    # insert every anomalies_flush_interval seconds; past anomalies_queue pending records
+    # (or while the database is down) they are dropped and counted.
+    anomalies: bool = True
+    anomalies_queue: int = 10000
+    anomalies_flush_interval: float = 1.0
 
 
 @dataclass
@@ -241,9 +248,10 @@ class AccountsConfig:
     session_expiry_days: float = 7.0
     # ...until this long after the email login; then a new login link is needed.
     login_expiry_days: float = 90.0
-    # Hosts a login link may lead back to (https only).
+    # Hosts a login link may lead back to (https only), for both logins (legacy and v2).
     redirect_hosts: list[str] = field(default_factory=lambda: [
-        "explorer.ooni.org", "explorer.test.ooni.org", "run.ooni.io", "run.ooni.org",
+        "explorer.ooni.org", "explorer.test.ooni.org", "explorer.dev.ooni.org", "run.ooni.io",
+        "run.ooni.org",
         "run.test.ooni.org", "run-v2.ooni.org", "test-lists.ooni.org",
         "test-lists.test.ooni.org"])
     # Seconds between reloads of the session_expunge table (forced re-logins).
@@ -412,6 +420,49 @@ class GithubConfig:
 
 
 @dataclass
+class VPNConfig:
+    # GET /api/v2/ooniprobe/vpn-config/riseupvpn (docs/current_services.md §3): the base URL
+    # of RiseupVPN's public API (/ca.crt, /3/cert, /3/config/eip-service.json).
+    riseupvpn_api_url: str = "https://api.black.riseup.net"
+    # Hours a fetched configuration is served before it is fetched again (OONI's setting of
+    # the same name); a stale one is still served while the provider cannot be reached.
+    vpn_credential_refresh_hours: float = 24.0
+    # Seconds one fetch from the provider may take, and seconds between attempts while it
+    # fails (requests meanwhile get the stale entry, or a 503 when there is none).
+    fetch_timeout: float = 10.0
+    retry_interval: float = 60.0
+
+
+@dataclass
+class AnoncConfig:
+    # Anonymous credentials (docs/current_services.md §1): GET /api/v1/manifest,
+    # POST /api/v1/sign_credential and the proof check of submit_measurement.
+    enabled: bool = True
+    # The manifest served and the secret key of its public parameters (relative: under
+    # data_dir; both 0600). Several API hosts share the same two files.
+    manifest_file: str = "anonc/manifest.json"
+    secret_key_file: str = "anonc/secret_key.json"
+    # Generate keys and manifest on first start when both files are missing (embedded
+    # default); set false in production so that a host never makes keys of its own.
+    generate: bool = True
+    # manifest_url in the manifest's meta; empty: this API's /api/v1/manifest.
+    manifest_url: str = ""
+    # Proofs from probes whose protocol_version is older are stored unverified.
+    min_protocol_version: str = "0.1.0"
+    # Submission policy written into new manifests (`oonibackend anonc-rotate`): a list of
+    # {match = {probe_cc, probe_asn}, policy = {age = [lo, hi], min_measurement_count}}, "*"
+    # matching anything, the last the catch-all. Empty: one catch-all, age [0, today+3650].
+    policy: list[dict] = field(default_factory=list)
+    # Seconds between checks of the two files; a rotation is served within about this long
+    # (0: only at start).
+    reload_interval: float = 5.0
+    # Threads checking proofs (0: one less than the cores, at least one), and proofs that
+    # may wait for them before submissions with a proof are answered 503.
+    verify_threads: int = 0
+    max_pending: int = 256
+
+
+@dataclass
 class LoggingConfig:
     level: str = "INFO"
     # "auto" (text when stderr is a terminal, else JSON), "text" or "json" (one object per line).
@@ -437,6 +488,8 @@ class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     rotation: RotationConfig = field(default_factory=RotationConfig)
     github: GithubConfig = field(default_factory=GithubConfig)
+    vpn: VPNConfig = field(default_factory=VPNConfig)
+    anonc: AnoncConfig = field(default_factory=AnoncConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Where the config was read from (not a key).
     source: str = ""

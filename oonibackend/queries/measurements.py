@@ -56,7 +56,7 @@ ORDER_BY = ("measurement_start_time", "test_start_time", "input", "probe_cc", "p
 SORT_KEY = ("measurement_start_time", "report_id", "input", "measurement_uid")
 LIST_COLUMNS = ("measurement_uid", "report_id", "probe_cc", "probe_asn", "test_name",
                 "measurement_start_time", "input", "anomaly", "confirmed", "msm_failure",
-                "scores")
+                "scores", "is_verified")
 META_COLUMNS = ("measurement_uid", "report_id", "input", "probe_cc", "probe_asn", "test_name",
                 "test_start_time", "measurement_start_time", "anomaly", "confirmed",
                 "msm_failure", "scores", "is_verified")
@@ -241,8 +241,9 @@ def scores_object(scores: str) -> Any:
 
 
 def list_item(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
-    """One result of the listing, exactly the legacy fields (Explorer reads `probe_asn` as
-    `AS<n>` and `scores` as an object)."""
+    """One result of the listing: the legacy fields (Explorer reads `probe_asn` as `AS<n>`
+    and `scores` as an object) plus the current services' `verification_status`
+    (docs/current_services.md §1)."""
     uid = row["measurement_uid"]
     return {
         "measurement_uid": uid,
@@ -258,6 +259,7 @@ def list_item(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
         "confirmed": row["confirmed"] == "t",
         "failure": row["msm_failure"] == "t",
         "scores": scores_object(row["scores"]),
+        "verification_status": _VERIFICATION.get(row.get("is_verified") or "", "unverified"),
     }
 
 

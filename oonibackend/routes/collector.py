@@ -21,8 +21,11 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import ids, jsonutil
+from oonibackend.anonc import envelope as anonc_envelope
 from oonibackend.appkeys import CONFIG, FORWARDER, METRICS, SPOOL
 from oonibackend.errors import APIError
+from oonibackend.faulty import record as faulty
+from oonibackend.routes import anonc
 from oonibackend.spool import Forwarder, Spool, SpoolError, SpoolUnavailable
 
 log = logging.getLogger("oonibackend.collector")
@@ -129,6 +132,9 @@ async def _store(request: web.Request, cc: str, testname: str, asn: int, body: b
         metrics.inc("as0_zz_measurements_total",
                     help="Measurements from an unknown network (AS0) or country (ZZ)")
     request.app[FORWARDER].enqueue(hour_dir, uid, body)
+    # Never raises nor awaits: a mismatch is only queued for a batch insert (§2 of
+    # docs/current_services.md).
+    faulty.check_submission(request, cc, asn, uid, body)
     return jsonutil.response({"measurement_uid": uid}, cache=0)
 
 
@@ -185,8 +191,10 @@ async def close_report(request: web.Request) -> web.Response:
 
 @docs(summary="Probe Services: Submit measurement (without a report)",
       description="Body: `{format: \"json\", content: <measurement as a JSON string or "
-      "object>, nym, zkp_request, manifest_version, protocol_version}`. Credential fields "
-      "may be null and are ignored. Answers `{\"measurement_uid\": ...}`.")
+      "object>, nym, zkp_request, manifest_version, protocol_version}`. The credential "
+      "fields (anonymous credentials, may be null) are checked and dropped: only the verdict "
+      "is stored. Answers `{measurement_uid, report_id, verification_status, submit_response, "
+      "protocol_version, error}` once the measurement is durably stored.")
 async def submit_measurement(request: web.Request) -> web.Response:
     req = _json_object(await read_body(request), "Body")
     fmt = req.get("format", "json")
@@ -195,12 +203,15 @@ async def submit_measurement(request: web.Request) -> web.Response:
     content = req.get("content")
     raw_content: bytes | None = None
     if isinstance(content, str):
+        proof_text = content
         try:
             raw_content = content.encode("utf-8")
         except UnicodeEncodeError:
             raise APIError("content is not valid JSON") from None
         content = _json_object(raw_content, "content")
-    elif not isinstance(content, dict):
+    elif isinstance(content, dict):
+        proof_text = jsonutil.dumps(content).decode()  # no exact bytes to prove: compact JSON
+    else:
         raise APIError("content must be a measurement (JSON object or string)")
     try:
         testname = ids.testname_of(content.get("test_name"))
@@ -208,6 +219,9 @@ async def submit_measurement(request: web.Request) -> web.Response:
         raise APIError("Invalid test_name") from None
     cc = ids.normalize_cc(content.get("probe_cc"))
     asn = _asn_number(content.get("probe_asn"))
+    # The proof is checked against the content as sent (before a report_id is assigned);
+    # nym and zkp_request go no further than this call (docs/current_services.md §1).
+    verdict = await anonc.submission_verdict(request, req, content, proof_text)
     try:
         ids.parse_report_id(content.get("report_id"))
     except ValueError:
@@ -218,13 +232,13 @@ async def submit_measurement(request: web.Request) -> web.Response:
             raw_content = None
         except ValueError:
             pass  # test name too long for a report id: keep the probe's value
-    # Spool the legacy collector envelope so the fastpath and the uploader see one format;
-    # an unchanged content string is embedded byte for byte.
-    if raw_content is not None:
-        body = b'{"format":"json","content":' + raw_content + b"}"
-    else:
-        body = jsonutil.dumps({"format": "json", "content": content})
-    return await _store(request, cc, testname, asn, body, "submit_measurement")
+    # Spool the legacy collector envelope (plus the kept credential metadata and the verdict)
+    # so the fastpath and the uploader see one format; an unchanged content string is
+    # embedded byte for byte.
+    body = anonc_envelope.build(raw_content if raw_content is not None
+                                else jsonutil.dumps(content), req, verdict.code)
+    stored = await _store(request, cc, testname, asn, body, "submit_measurement")
+    return anonc.submission_answer(stored, content.get("report_id"), verdict)
 
 
 # -- wiring ------------------------------------------------------------------------------------
@@ -252,6 +266,7 @@ async def collector_ctx(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     # Bodies are decompressed by read_body with a size cap (make_app turns aiohttp's off).
     app.cleanup_ctx.append(collector_ctx)
+    app.cleanup_ctx.append(faulty.geoip_anomalies_ctx)
     app.router.add_post("/report", open_report)
     app.router.add_post("/report/{report_id}", submit_report)
     app.router.add_post("/report/{report_id}/close", close_report)

@@ -33,7 +33,7 @@ RECENT = RECENT_DAY.strftime("%Y%m%d")
 FIXTURE_DAY = "since=2023-12-31&until=2024-01-02"   # the 999 rows of 2024-01-01
 ITEM_KEYS = {"measurement_uid", "measurement_url", "report_id", "probe_cc", "probe_asn",
              "test_name", "measurement_start_time", "input", "anomaly", "confirmed",
-             "failure", "scores"}
+             "failure", "scores", "verification_status"}
 META_KEYS = {"offset", "limit", "count", "pages", "current_page", "next_url", "query_time"}
 
 
@@ -149,6 +149,7 @@ def test_one_measurement_by_report_id_and_input(read_backend):
         "scores": {"blocking_general": 1.0, "blocking_global": 0.0, "blocking_country": 0.0,
                    "blocking_isp": 0.0, "blocking_local": 0.0,
                    "analysis": {"blocking_type": "http-failure"}},
+        "verification_status": "unverified",
     }]
 
 

@@ -136,9 +136,11 @@ async def test_submit_measurement_content_string_with_null_credentials(api, fast
     assert status == 200, resp
     uid = resp["measurement_uid"]
     assert uid.split("_")[1:3] == ["IT", "webconnectivity"]
-    # Spooled in the legacy collector envelope, the content string embedded byte for byte.
+    # Spooled in the legacy collector envelope, the content string embedded byte for byte,
+    # the verdict beside it (null credential fields are not kept).
     raw = spool_file(api, uid).read_bytes()
-    assert raw == b'{"format":"json","content":' + content.encode() + b"}"
+    assert raw == b'{"format":"json","content":' + content.encode() + b',"is_verified":"u"}'
+    assert resp["verification_status"] == "unverified" and resp["error"] is None
     assert json.loads(raw)["content"] == json.loads(content)
     assert fastpath.wait_for({uid}, 5)
 

@@ -165,8 +165,9 @@ def test_list_item():
         "test_name": "web_connectivity",
         "measurement_start_time": dt.datetime(2024, 1, 1, 0, 0, 1),
         "input": None, "anomaly": True, "confirmed": False, "failure": False,
-        "scores": {"blocking_general": 1.0}}
+        "scores": {"blocking_general": 1.0}, "verification_status": "unverified"}
     assert mq.list_item(dict(ROW, scores="not json"), "/")["scores"] == {}
+    assert mq.list_item(dict(ROW, is_verified="f"), "/")["verification_status"] == "failed"
 
 
 def test_page_metadata_legacy_rules():
