@@ -8,6 +8,7 @@ Every `interval` seconds one round probes, concurrently and each within `timeout
   the version this code migrates to;
 * the fastpath: `GET <feeder>/health` with the instance's key on each configured feeder;
 * the spool: its directory writable, with at least `spool.min_free_mb` free;
+* anonymous credentials: a manifest and its key are loaded (no I/O: the service says);
 * reference data (every `REFDATA_EVERY` seconds, it changes only by imports): test lists,
   fingerprints, ASN names, GeoIP (`refdata`).
 A probe still running after `timeout` counts as failed (a hung database is reported within
@@ -19,8 +20,8 @@ refused with a 503 at once until it gets one again. One probe serves both.
 
 Status, in the shape of OONI's current services: `fail` (HTTP 503) when measurements cannot
 be accepted and stored (database unreachable or not ours, spool unwritable or full); else
-`degraded` (HTTP 200) when they wait (fastpath unreachable) or would be scored without
-reference data; else `ok`.
+`degraded` (HTTP 200) when they wait (fastpath unreachable), would be scored without
+reference data or stored unverified (no credential keys); else `ok`.
 """
 
 from __future__ import annotations
@@ -85,11 +86,14 @@ class Monitor:
 
     def __init__(self, cfg: Config, db: Database, schema_version: int,
                  interval: float = INTERVAL, timeout: float = TIMEOUT,
-                 db_timeout: float | None = None, spool: Any = None) -> None:
+                 db_timeout: float | None = None, spool: Any = None,
+                 anonc: Any = None) -> None:
         self.cfg = cfg
         self.db = db
         # The API's spool (oonibackend.spool.Spool): its start-up WAL replay may be pending.
         self.spool = spool
+        # The anonymous-credential service (oonibackend.anonc.service), None when disabled.
+        self.anonc = anonc
         self.schema_version = schema_version
         self.interval = interval
         self.timeout = timeout
@@ -177,6 +181,15 @@ class Monitor:
             return ["spool_low_space"], check
         return [], check
 
+    async def _anonc(self) -> tuple[list[str], dict[str, Any]]:
+        svc = self.anonc
+        if svc is None:
+            return [], {"ok": None, "enabled": False}
+        if svc.current is None:
+            # OONI's current service reports the same error name for an unusable manifest.
+            return ["bad_anonc_manifest"], {"ok": False, "error": svc.error[:200]}
+        return [], {"ok": True, "manifest_version": svc.current.manifest.version}
+
     async def _reference(self) -> tuple[list[str], dict[str, Any]]:
         now = time.monotonic()
         if self._refdata is None or now - self._refdata_at >= REFDATA_EVERY:
@@ -195,10 +208,11 @@ class Monitor:
 
     async def round(self) -> Report:
         results = await asyncio.gather(self._database(), self._fastpath(), self._spool_check(),
-                                       self._reference())
+                                       self._anonc(), self._reference())
         report = Report(at=time.time())
-        for name, (errors, check) in zip(("database", "fastpath", "spool", "reference_data"),
-                                         results, strict=True):
+        for name, (errors, check) in zip(
+                ("database", "fastpath", "spool", "anonymous_credentials", "reference_data"),
+                results, strict=True):
             report.errors.extend(errors)
             report.checks[name] = check
         if report.errors != self._report.errors:

@@ -45,6 +45,8 @@ class AnoncService:
         self._pending = 0
         self._task: asyncio.Task[None] | None = None
         self.current: keys.Credentials | None = None
+        # Why there are no usable keys (served by /health), "" once there are.
+        self.error = ""
 
     async def start(self) -> None:
         """Load (or, embedded, generate) the keys. Unusable files do not stop the API (it
@@ -55,6 +57,7 @@ class AnoncService:
             log.info("anonymous credentials: manifest version %s",
                      self.current.manifest.version)
         except keys.KeyFileError as e:
+            self.error = str(e)
             log.error("anonymous credentials unavailable: %s", e)
         self.metrics.set("anonc_pending_verifications", lambda: float(self._pending),
                          help="Proofs being checked or waiting for a verification thread")
@@ -78,12 +81,14 @@ class AnoncService:
         try:
             new = await asyncio.to_thread(keys.load, self.cfg)
         except keys.KeyFileError as e:
+            if cur is None:
+                self.error = str(e)
             log.warning("anonymous credentials not reloaded: %s", e)
             return False
         if cur is None or new.manifest.version != cur.manifest.version \
                 or new.manifest.public_parameters != cur.manifest.public_parameters:
             log.info("anonymous credentials: manifest version %s", new.manifest.version)
-        self.current = new
+        self.current, self.error = new, ""
         return True
 
     async def _reload_loop(self) -> None:

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import __version__, jsonutil
-from oonibackend.appkeys import CONFIG, DB, HEALTH, SPOOL
+from oonibackend.appkeys import ANONC, CONFIG, DB, HEALTH, SPOOL
 from oonibackend.health import Monitor, monitoring
 from oonibackend.routes.pages import build_label
 from oonibackend.storage.migrate import available
@@ -33,8 +33,9 @@ async def health(request: web.Request) -> web.Response:
 
 async def health_ctx(app: web.Application) -> AsyncIterator[None]:
     latest = max(m.version for m in available())
-    # The spool is set up before (collector): its replay may be pending.
-    monitor = Monitor(app[CONFIG], app[DB], latest, spool=app.get(SPOOL))
+    # The spool (collector) and the credential service are set up before: the spool's
+    # replay may be pending, the credential keys unusable.
+    monitor = Monitor(app[CONFIG], app[DB], latest, spool=app.get(SPOOL), anonc=app.get(ANONC))
     async with monitoring(monitor) as monitor:
         app[HEALTH] = monitor
         yield

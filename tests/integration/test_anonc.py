@@ -270,3 +270,45 @@ async def test_proofs_for_metadata_the_library_cannot_take_are_not_checked(api):
         assert resp["error"] == "protocol_version_too_old"
         resp = await probe.submit(c, dict(probe.proof(c), nym=None))
         assert resp["error"] == "incomplete_anonc_fields"
+
+
+async def health_of(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as s, s.get(url + "/health") as r:
+        return await r.json()
+
+
+async def test_health_shows_the_served_manifest_version(api):
+    async with aiohttp.ClientSession() as s, s.get(api.url + "/api/v1/manifest") as r:
+        version = (await r.json())["meta"]["version"]
+    deadline = time.monotonic() + 10
+    while (check := (await health_of(api.url))["checks"]["anonymous_credentials"]) \
+            .get("manifest_version") != version:  # a rotation test may have just run
+        assert time.monotonic() < deadline, check
+        await asyncio.sleep(0.2)
+    assert check["ok"] is True
+
+
+async def test_health_degraded_without_keys_until_they_are_published(tmp_path):
+    """A production host (`generate = false`) started before its key files exist keeps
+    collecting, says so on /health, and recovers once the files appear."""
+    b = Backend(tmp_path, {"quotas": {"enabled": False},
+                           "anonc": {"generate": False, "reload_interval": 0.2}},
+                command="serve").start()
+    try:
+        deadline = time.monotonic() + 10
+        while "bad_anonc_manifest" not in (health := await health_of(b.url))["errors"]:
+            assert time.monotonic() < deadline, health
+            await asyncio.sleep(0.2)
+        assert health["checks"]["anonymous_credentials"]["ok"] is False
+        assert "cannot read" in health["checks"]["anonymous_credentials"]["error"]
+        async with aiohttp.ClientSession() as s, s.get(b.url + "/api/v1/manifest") as r:
+            assert r.status == 404
+        subprocess.run([sys.executable, "-m", "oonibackend", "anonc-rotate", "--config",
+                        str(b.config), "--data-dir", str(b.data_dir)],
+                       check=True, capture_output=True, timeout=60)
+        while "bad_anonc_manifest" in (health := await health_of(b.url))["errors"]:
+            assert time.monotonic() < deadline + 10, health
+            await asyncio.sleep(0.2)
+        assert health["checks"]["anonymous_credentials"]["ok"] is True
+    finally:
+        b.stop()
