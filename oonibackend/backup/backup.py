@@ -28,7 +28,7 @@ from oonibackend.storage import Database, sql
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
-    from oonibackend.upload.objects import Writer
+    from oonibackend.objectstore import ObjectStore
 
 log = logging.getLogger("oonibackend.backup")
 
@@ -99,20 +99,20 @@ def chunk_query(table: str, columns: Sequence[str], column: str | None, chunk: p
     return f"SELECT {cols} FROM {sql.ident(table)}{where}{order_by}", params
 
 
-async def dump(db: Database, writer: Writer, key: str, query: str, params: dict[str, Any],
+async def dump(db: Database, store: ObjectStore, key: str, query: str, params: dict[str, Any],
                fmt: str, counter: LineCounter, cfg: Config) -> Compressor:
     """Stream one query result, compressed, into `key`; the Compressor holds the figures."""
     b = cfg.backup
     comp = Compressor(b.compression_level, counter, b.max_bytes_per_second)
     source = db.stream(query, params, fmt, catalog.read_settings(b))
-    size = await writer.put_stream(key, comp.run(source))
+    size = await store.put_stream(key, comp.run(source))
     if size != comp.bytes:
         raise BackupError(f"{key}: stored {size} bytes, compressed {comp.bytes}")
     return comp
 
 
-async def put_json(writer: Writer, key: str, obj: Any) -> None:
-    await writer.put_stream(key, one(jsonutil.dumps(obj) + b"\n"))
+async def put_json(store: ObjectStore, key: str, obj: Any) -> None:
+    await store.put_stream(key, one(jsonutil.dumps(obj) + b"\n"))
 
 
 async def plan_all(cfg: Config, db: Database, tables: Sequence[str], say: Say) -> None:
@@ -130,11 +130,11 @@ async def plan_all(cfg: Config, db: Database, tables: Sequence[str], say: Say) -
 
 
 class Backup:
-    def __init__(self, cfg: Config, db: Database, writer: Writer, say: Say,
+    def __init__(self, cfg: Config, db: Database, store: ObjectStore, say: Say,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.cfg = cfg
         self.db = db
-        self.writer = writer
+        self.store = store
         self.say = say
         self.now = now
         self.summary = Summary()
@@ -169,7 +169,7 @@ class Backup:
             self.summary.tables += 1
         prefix = self.cfg.backup.prefix
         done = sorted(t for t, d in st.d["tables"].items() if d.get("manifest"))
-        await put_json(self.writer, plan.run_manifest_key(prefix, st.run), {
+        await put_json(self.store, plan.run_manifest_key(prefix, st.run), {
             "run": st.run, "started": st.d["started"], "tables": done,
             "finished": self.now().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
         st.complete = True
@@ -202,7 +202,7 @@ class Backup:
             t0 = time.monotonic()
             key = plan.chunk_key(b.prefix, st.run, table, chunk.name)
             query, params = chunk_query(table, names, column, chunk, order_by)
-            comp = await dump(self.db, self.writer, key, query, params, plan.BACKUP_FORMAT,
+            comp = await dump(self.db, self.store, key, query, params, plan.BACKUP_FORMAT,
                               LineCounter(header_lines=2), self.cfg)
             ts.done[chunk.name] = {"rows": comp.rows, "bytes": comp.bytes,
                                    "raw_bytes": comp.raw_bytes,
@@ -223,7 +223,7 @@ class Backup:
                 await asyncio.sleep(b.pause)
         manifest = plan.table_manifest(table, st.run, ts.info, ts.columns, chunks, ts.done,
                                        b.prefix, self.now())
-        await put_json(self.writer, plan.manifest_key(b.prefix, st.run, table), manifest)
+        await put_json(self.store, plan.manifest_key(b.prefix, st.run, table), manifest)
         ts.finish()
         st.save()
         self.say(f"{table}: {manifest['rows']} rows in {len(chunks)} chunks, "
@@ -234,15 +234,15 @@ class Backup:
         b = self.cfg.backup
         if b.keep_runs <= 0:
             return
-        keys = await self.writer.list(b.prefix + "/")
+        keys = [o.key for o in await self.store.list(b.prefix + "/")]
         expired = set(plan.expired_runs(plan.runs_with(keys, b.prefix), b.keep_runs, current))
         if not expired:
             return
         # The run manifest goes first: a half-deleted run is no longer "complete".
         for run in sorted(expired):
-            await self.writer.delete(plan.run_manifest_key(b.prefix, run))
+            await self.store.delete(plan.run_manifest_key(b.prefix, run))
         for key in keys:
             if plan.run_of(key, b.prefix) in expired:
-                await self.writer.delete(key)
+                await self.store.delete(key)
         self.summary.deleted_runs = sorted(expired)
         self.say(f"deleted old backup runs: {', '.join(sorted(expired))}")

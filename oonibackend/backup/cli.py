@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import copy
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -22,21 +21,26 @@ from oonibackend.backup.restore import RestoreError, restore
 from oonibackend.backup.state import StateError
 from oonibackend.backup.stream import StreamError
 from oonibackend.fileutil import release_flock, try_flock
-from oonibackend.storage import Database, DatabaseError, DatabaseUnavailable, sql
-from oonibackend.upload.objects import UploadError, open_writer
+from oonibackend.jobharness import Job
+from oonibackend.objectstore import StoreError, open_store
+from oonibackend.storage import Database, DatabaseError, sql
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
 log = logging.getLogger("oonibackend.backup")
+BACKUP = Job("oonibackend backup")
+EXPORT = Job("oonibackend export")
+RESTORE = Job("oonibackend restore")
 
-FAILURES = (UploadError, DatabaseError, backup.BackupError, plan.PlanError, StateError,
+FAILURES = (StoreError, DatabaseError, backup.BackupError, plan.PlanError, StateError,
             StreamError, RestoreError, OSError)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
     b = subparsers.add_parser(
-        "backup", help="back up the database tables to the object store",
+        "backup", parents=parents, help="back up the database tables to the object store",
         description="Copy every table of [backup] tables to the object store (the [s3] "
         "bucket, or the local object store) as zstd-compressed TSV chunks under "
         "<prefix>/<run id>/<table>/, streamed without temporary files, at low priority, "
@@ -51,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=run_backup)
 
     e = subparsers.add_parser(
-        "export", help="export the public tables as CSV files to the object store",
+        "export", parents=parents, help="export the public tables as CSV files to the object store",
         description="Write the [backup] public_tables as zstd-compressed CSV with a header: "
         "<export_prefix>/<table>/<YYYY-MM>.csv.zst per month for monthly tables, "
         "<export_prefix>/<table>/<table>.csv.zst otherwise, listed in <table>/manifest.json. "
@@ -64,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_export)
 
     r = subparsers.add_parser(
-        "restore", help="reload a table from a backup",
+        "restore", parents=parents, help="reload a table from a backup",
         description="Stream a table's backup chunks into a new table (<table>_restore, or "
         "--into), checking each chunk's sha256 and row count and the total against the "
         "manifest. With --replace the verified table is then swapped with the live one "
@@ -80,17 +84,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run_restore)
 
 
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _fail(prog: str, e: BaseException) -> int:
-    what = "database unavailable" if isinstance(e, DatabaseUnavailable) else "error"
-    print(f"oonibackend {prog}: {what}: {e}", file=sys.stderr)
-    log.debug("%s failed", prog, exc_info=True)
-    return 1
-
-
 def parse_tables(text: str | None, default: Sequence[str]) -> list[str]:
     if not text:
         return list(default)
@@ -101,18 +94,16 @@ def parse_tables(text: str | None, default: Sequence[str]) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def open_db(cfg: Config) -> AsyncIterator[Database]:
-    """The database of an offline job; over HTTP (`[backup] http_url`) when the configured
-    driver is native, whose protocol cannot carry raw formatted data."""
-    from oonibackend.cli_db import open_database
-
+async def open_db(job: Job, cfg: Config, *, migrate: bool = True) -> AsyncIterator[Database]:
+    """`job`'s database; over HTTP (`[backup] http_url`) when the configured driver is
+    native, whose protocol cannot carry raw formatted data."""
     if cfg.database.driver == "native":
         if not cfg.backup.http_url:
             raise backup.BackupError("database.driver is native: set [backup] http_url to "
                                      "the server's HTTP interface (e.g. http://db:8123)")
         cfg = copy.deepcopy(cfg)
         cfg.database.driver, cfg.database.url = "http", cfg.backup.http_url
-    async with open_database(cfg) as db:
+    async with job.database(cfg, migrate=migrate) as db:
         yield db
 
 
@@ -129,60 +120,47 @@ def job_lock(cfg: Config, name: str) -> Iterator[None]:
         release_flock(fd)
 
 
-def _metrics(cfg: Config, args: argparse.Namespace, job: str, ok: bool, seconds: float,
-             values: dict[str, tuple[str, float]]) -> None:
-    path = jobmetrics.path_for(args, cfg, job)
-    try:
-        jobmetrics.write(path, job, ok, seconds, values)
-    except OSError as e:
-        log.warning("cannot write metrics file", extra={"error": str(e)})
-
-
 async def run_backup(args: argparse.Namespace, cfg: Config) -> int:
     try:
         tables = parse_tables(args.tables, cfg.backup.tables)
         if args.run is not None:
             plan.valid_run_id(args.run)
     except ValueError as e:
-        print(f"oonibackend backup: {e}", file=sys.stderr)
-        return 2
-    writer = open_writer(cfg)
+        return BACKUP.usage(str(e))
+    writer = open_store(cfg)
     if args.dry_run:
         try:
-            _say(f"dry run: backup of {len(tables)} tables to {writer.name} under "
-                 f"{cfg.backup.prefix}/ (nothing is written)")
-            async with open_db(cfg) as db:
-                await backup.plan_all(cfg, db, tables, _say)
+            BACKUP.say(f"dry run: backup of {len(tables)} tables to {writer.name} under "
+                       f"{cfg.backup.prefix}/ (nothing is written)")
+            async with open_db(BACKUP, cfg, migrate=False) as db:
+                await backup.plan_all(cfg, db, tables, BACKUP.say)
             return 0
         except FAILURES as e:
-            return _fail("backup", e)
+            return BACKUP.error(e)
         finally:
             await writer.close()
-    from oonibackend.storage.migrate import migrate
-
     t0 = time.monotonic()
     ok = False
     job: backup.Backup | None = None
     try:
         await writer.check()
         with job_lock(cfg, "backup"):
-            async with open_db(cfg) as db:
-                await migrate(db)
-                job = backup.Backup(cfg, db, writer, _say)
+            async with open_db(BACKUP, cfg) as db:
+                job = backup.Backup(cfg, db, writer, BACKUP.say)
                 await job.run(tables, args.run)
         ok = True
     except FAILURES as e:
-        return _fail("backup", e)
+        return BACKUP.error(e)
     finally:
         await writer.close()
         summary = job.summary if job else backup.Summary()
         secs = time.monotonic() - t0
-        _say(f"backup {'done' if ok else 'FAILED'}: {summary.line()} in {secs:.1f} s")
+        BACKUP.say(f"backup {'done' if ok else 'FAILED'}: {summary.line()} in {secs:.1f} s")
         log.info("backup summary", extra={
             "ok": ok, "run": summary.run, "chunks": summary.chunks, "rows": summary.rows,
             "bytes": summary.bytes, "raw_bytes": summary.raw_bytes, "seconds": round(secs, 3),
             "destination": writer.name})
-        _metrics(cfg, args, "backup", ok, secs, summary.metrics())
+        BACKUP.write_metrics(args, cfg, "backup", ok, secs, summary.metrics())
     return 0
 
 
@@ -192,46 +170,40 @@ async def run_export(args: argparse.Namespace, cfg: Config) -> int:
         tables = parse_tables(args.tables, public)
         since = plan.parse_month(args.since) if args.since else None
     except ValueError as e:
-        print(f"oonibackend export: {e}", file=sys.stderr)
-        return 2
+        return EXPORT.usage(str(e))
     if private := [t for t in tables if t not in public]:
-        print(f"oonibackend export: not in [backup] public_tables: {', '.join(private)}",
-              file=sys.stderr)
-        return 2
-    from oonibackend.storage.migrate import migrate
-
-    writer = open_writer(cfg)
+        return EXPORT.usage(f"not in [backup] public_tables: {', '.join(private)}")
+    writer = open_store(cfg)
     t0 = time.monotonic()
     ok = False
     job: Export | None = None
     try:
         if args.dry_run:
-            _say(f"dry run: export to {writer.name} under {cfg.backup.export_prefix}/ "
-                 "(nothing is written)")
-            async with open_db(cfg) as db:
-                job = Export(cfg, db, writer, _say)
+            EXPORT.say(f"dry run: export to {writer.name} under {cfg.backup.export_prefix}/ "
+                       "(nothing is written)")
+            async with open_db(EXPORT, cfg, migrate=False) as db:
+                job = Export(cfg, db, writer, EXPORT.say)
                 await job.run(tables, since, dry_run=True)
             return 0
         await writer.check()
         with job_lock(cfg, "export"):
-            async with open_db(cfg) as db:
-                await migrate(db)
-                job = Export(cfg, db, writer, _say)
+            async with open_db(EXPORT, cfg) as db:
+                job = Export(cfg, db, writer, EXPORT.say)
                 await job.run(tables, since, dry_run=False)
         ok = True
     except FAILURES as e:
-        return _fail("export", e)
+        return EXPORT.error(e)
     finally:
         await writer.close()
         if not args.dry_run:
             summary = job.summary if job else ExportSummary()
             secs = time.monotonic() - t0
-            _say(f"export {'done' if ok else 'FAILED'}: {summary.line()} in {secs:.1f} s")
+            EXPORT.say(f"export {'done' if ok else 'FAILED'}: {summary.line()} in {secs:.1f} s")
             log.info("export summary", extra={
                 "ok": ok, "files": summary.files, "skipped": summary.skipped,
                 "rows": summary.rows, "bytes": summary.bytes, "seconds": round(secs, 3),
                 "destination": writer.name})
-            _metrics(cfg, args, "export", ok, secs, summary.metrics())
+            EXPORT.write_metrics(args, cfg, "export", ok, secs, summary.metrics())
     return 0
 
 
@@ -243,24 +215,21 @@ async def run_restore(args: argparse.Namespace, cfg: Config) -> int:
         if args.run is not None:
             plan.valid_run_id(args.run)
     except ValueError as e:
-        print(f"oonibackend restore: {e}", file=sys.stderr)
-        return 2
-    from oonibackend.storage.migrate import migrate
-
-    writer = open_writer(cfg)
+        return RESTORE.usage(str(e))
+    writer = open_store(cfg)
     try:
         await writer.check()
-        async with open_db(cfg) as db:
-            await migrate(db)  # a fresh database gets the schema of the live tables
+        # Migrated: a fresh database gets the schema of the live tables.
+        async with open_db(RESTORE, cfg) as db:
             s = await restore(cfg, db, writer, args.table, run=args.run, into=args.into,
-                              replace=args.replace, say=_say)
+                              replace=args.replace, say=RESTORE.say)
     except FAILURES as e:
-        return _fail("restore", e)
+        return RESTORE.error(e)
     finally:
         await writer.close()
     if s.replaced:
-        _say(f"restored {s.rows} rows of {s.table} from run {s.run} and swapped them in; "
-             f"the previous rows are in {s.target}")
+        RESTORE.say(f"restored {s.rows} rows of {s.table} from run {s.run} and swapped them "
+                    f"in; the previous rows are in {s.target}")
     else:
-        _say(f"restored {s.rows} rows of {s.table} from run {s.run} into {s.target}")
+        RESTORE.say(f"restored {s.rows} rows of {s.table} from run {s.run} into {s.target}")
     return 0

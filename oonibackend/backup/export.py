@@ -26,7 +26,7 @@ from oonibackend.storage import Database, sql
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
-    from oonibackend.upload.objects import Writer
+    from oonibackend.objectstore import ObjectStore
 
 log = logging.getLogger("oonibackend.backup.export")
 
@@ -51,22 +51,22 @@ class ExportSummary:
                 "skipped": ("Files already up to date in the latest run", self.skipped)}
 
 
-async def read_json(writer: Writer, key: str) -> Any:
+async def read_json(store: ObjectStore, key: str) -> Any:
     """A small JSON object from the store, None when absent."""
-    if not await writer.exists(key):
+    if not await store.exists(key):
         return None
     try:
-        return jsonutil.loads(await collect(writer.get_stream(key)))
+        return jsonutil.loads(await collect(store.get_stream(key)))
     except ValueError as e:
         raise BackupError(f"{key}: not valid JSON: {e}") from e
 
 
 class Export:
-    def __init__(self, cfg: Config, db: Database, writer: Writer, say: Say,
+    def __init__(self, cfg: Config, db: Database, store: ObjectStore, say: Say,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.cfg = cfg
         self.db = db
-        self.writer = writer
+        self.store = store
         self.say = say
         self.now = now
         self.summary = ExportSummary()
@@ -83,7 +83,7 @@ class Export:
         info = await describe(self.db, table, self.settings)
         column = time_column(self.cfg, info)
         mkey = plan.export_manifest_key(b.export_prefix, table)
-        manifest = await read_json(self.writer, mkey) or {}
+        manifest = await read_json(self.store, mkey) or {}
         entries: dict[str, Any] = dict(manifest.get("files") or {})
         counts: dict[int, int] = {}
         if column:
@@ -106,7 +106,7 @@ class Export:
                     self.db, table, self.settings, where, params, checksum=True)
             entry = entries.get(f.label)
             if plan.export_up_to_date(entry, f, source_rows, checksum) and \
-                    await self.writer.exists(f.key):
+                    await self.store.exists(f.key):
                 self.summary.skipped += 1
                 self.say(f"{table}: {i}/{len(files)} {f.label}: up to date")
                 continue
@@ -116,14 +116,14 @@ class Export:
                 continue
             t0 = time.monotonic()
             query = f"SELECT * FROM {sql.ident(table)}{final}{where}{info.order_by()}"
-            comp = await dump(self.db, self.writer, f.key, query, params, plan.EXPORT_FORMAT,
+            comp = await dump(self.db, self.store, f.key, query, params, plan.EXPORT_FORMAT,
                               CsvCounter(header_lines=1), self.cfg)
             entries[f.label] = {
                 "key": f.key, "rows": comp.rows, "bytes": comp.bytes,
                 "sha256": comp.sha.hexdigest(), "source_rows": source_rows,
                 "checksum": checksum,
                 "exported": self.now().astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-            await put_json(self.writer, mkey, {
+            await put_json(self.store, mkey, {
                 "table": table, "format": plan.EXPORT_FORMAT, "compression": "zstd",
                 "columns": info.public(), "files": dict(sorted(entries.items()))})
             s = self.summary

@@ -25,7 +25,7 @@ from oonibackend.storage import Database, DatabaseError, sql, versions
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
-    from oonibackend.upload.objects import Writer
+    from oonibackend.objectstore import ObjectStore
 
 log = logging.getLogger("oonibackend.backup.restore")
 
@@ -51,17 +51,17 @@ class RestoreSummary:
     replaced: bool = False
 
 
-async def find_run(writer: Writer, prefix: str, table: str, run: str | None) -> str:
+async def find_run(store: ObjectStore, prefix: str, table: str, run: str | None) -> str:
     """`run` if it holds a manifest for `table`, else the newest run that does."""
-    keys = await writer.list(prefix + "/")
+    keys = [o.key for o in await store.list(prefix + "/")]
     runs = plan.runs_with(keys, prefix, table)
     if run is not None:
         if run not in runs:
-            raise RestoreError(f"run {run} has no backup of {table} in {writer.name}"
+            raise RestoreError(f"run {run} has no backup of {table} in {store.name}"
                                + (f" (runs with one: {', '.join(runs[-5:])})" if runs else ""))
         return run
     if not runs:
-        raise RestoreError(f"no backup of {table} in {writer.name} under {prefix}/")
+        raise RestoreError(f"no backup of {table} in {store.name} under {prefix}/")
     return runs[-1]
 
 
@@ -79,7 +79,7 @@ async def _create(db: Database, table: str, target: str, manifest: dict[str, Any
     await db.execute(_CREATE.sub(f"CREATE TABLE {target}", query, count=1))
 
 
-async def restore(cfg: Config, db: Database, writer: Writer, table: str, *, run: str | None,
+async def restore(cfg: Config, db: Database, store: ObjectStore, table: str, *, run: str | None,
                   into: str | None, replace: bool, say: Say,
                   clock: Callable[[], float] = time.monotonic) -> RestoreSummary:
     prefix = cfg.backup.prefix
@@ -87,8 +87,8 @@ async def restore(cfg: Config, db: Database, writer: Writer, table: str, *, run:
     target = sql.ident(into or f"{table}_restore")
     if target == table:
         raise RestoreError("--into must name a new table (use --replace to swap it in)")
-    run = await find_run(writer, prefix, table, run)
-    manifest = await read_json(writer, plan.manifest_key(prefix, run, table))
+    run = await find_run(store, prefix, table, run)
+    manifest = await read_json(store, plan.manifest_key(prefix, run, table))
     if not isinstance(manifest, dict) or manifest.get("format") != plan.BACKUP_FORMAT:
         raise RestoreError(f"run {run}: unusable manifest for {table}")
     if await _exists(db, target):
@@ -110,7 +110,7 @@ async def restore(cfg: Config, db: Database, writer: Writer, table: str, *, run:
             dec = Decompressor(LineCounter(header_lines=2), c["sha256"])
             try:
                 await db.insert_raw(target, plan.BACKUP_FORMAT, dec.run(
-                    writer.get_stream(c["key"])), columns, INSERT_SETTINGS)
+                    store.get_stream(c["key"])), columns, INSERT_SETTINGS)
             except StreamError as e:
                 raise RestoreError(f"{c['key']}: {e}") from e
             if dec.rows != c["rows"]:

@@ -1,8 +1,9 @@
 """Moving formatted rows between the database and the object store, measured on the way.
 
 Bytes flow as async iterators: database stream -> `Compressor` (zstd, row count, sha256 of
-what is stored, a bytes/s limit) -> `Writer.put_stream`, and back: `Writer.get_stream` ->
-`Decompressor` (checks sha256 and completeness) -> `Database.insert_raw`. Nothing touches the
+what is stored, a bytes/s limit) -> `ObjectStore.put_stream`, and back:
+`ObjectStore.get_stream` -> `Decompressor` (checks sha256 and completeness) ->
+`Database.insert_raw`. Nothing touches the
 disk and memory stays bounded by the pieces in flight (plus one multipart part on S3).
 """
 

@@ -7,8 +7,8 @@ own archive) are read by `linenum`: the object is streamed with ranged GETs of `
 through a streaming, multi-member gunzip that counts lines, so an hourly file is never held
 in memory and the read stops at the wanted line.
 
-The reader is `oonibackend.upload.objects.open_writer(cfg)` (local directory or S3), whose
-`get_range` is the only operation used here.
+The reader is the object store (`oonibackend.objectstore.open_store(cfg)`: local directory
+or S3), whose `get_range` is the only operation used here.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from oonibackend.objectstore import ObjectStore
 from oonibackend.storage import Database
-from oonibackend.upload.objects import Writer
 
 log = logging.getLogger("oonibackend.bodies")
 
@@ -118,7 +118,7 @@ def _is_past_end(e: BaseException) -> bool:
     return code in ("InvalidRange", "416")
 
 
-async def read_member(reader: Writer, key: str, offset: int, length: int) -> bytes:
+async def read_member(reader: ObjectStore, key: str, offset: int, length: int) -> bytes:
     data = await reader.get_range(key, offset, length)
     if len(data) != length:
         raise ArchiveError(f"{key}: {len(data)} bytes at {offset}, expected {length}")
@@ -135,7 +135,7 @@ def _scan(stream: GunzipStream, finder: LineFinder, chunk: bytes) -> bytes | Non
     return None
 
 
-async def read_line(reader: Writer, key: str, linenum: int, chunk_size: int = CHUNK
+async def read_line(reader: ObjectStore, key: str, linenum: int, chunk_size: int = CHUNK
                     ) -> bytes | None:
     """Line `linenum` of a (multi-member) jsonl.gz, streamed by ranged reads of `chunk_size`
     bytes; None past the last line."""
@@ -157,7 +157,7 @@ async def read_line(reader: Writer, key: str, linenum: int, chunk_size: int = CH
         pos += len(chunk)
 
 
-async def read_body(reader: Writer, row: Mapping[str, Any]) -> bytes | None:
+async def read_body(reader: ObjectStore, row: Mapping[str, Any]) -> bytes | None:
     """The body a `jsonl` row points to (by byte range when known, else by line number)."""
     key = row["s3path"]
     if row["byte_length"] > 0:
@@ -165,7 +165,7 @@ async def read_body(reader: Writer, row: Mapping[str, Any]) -> bytes | None:
     return await read_line(reader, key, row["linenum"])
 
 
-async def fetch(db: Database, reader: Writer, report_id: str, inp: str, uid: str,
+async def fetch(db: Database, reader: ObjectStore, report_id: str, inp: str, uid: str,
                 settings: Mapping[str, Any] | None = None) -> bytes | None:
     """The archived body of a measurement, or None (no row, or the object unreadable:
     logged). Database errors propagate."""

@@ -22,11 +22,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from oonibackend.appkeys import BODIES, CONFIG, DB
+from oonibackend.appkeys import CONFIG, DB
 from oonibackend.bodies import archive, peers, spool
 from oonibackend.bodies.cache import BodyCache
+from oonibackend.objectstore import ObjectStore, open_store
 from oonibackend.storage import Database
-from oonibackend.upload.objects import Writer, open_writer
 
 log = logging.getLogger("oonibackend.bodies")
 
@@ -52,7 +52,7 @@ def source_order(report_id: str, uid: str | None, now: dt.datetime) -> tuple[str
 
 
 class BodyLookup:
-    def __init__(self, db: Database, reader: Writer, spool_dir: Path, hosts: list[str],
+    def __init__(self, db: Database, reader: ObjectStore, spool_dir: Path, hosts: list[str],
                  session: aiohttp.ClientSession | None, settings: Mapping[str, Any],
                  cache: BodyCache | None = None) -> None:
         self.db = db
@@ -88,6 +88,9 @@ class BodyLookup:
         return await archive.fetch(self.db, self.reader, report_id, inp, uid, self.settings)
 
 
+BODIES = web.AppKey("bodies", BodyLookup)
+
+
 async def bodies_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     hosts: list[str] = []
@@ -95,7 +98,7 @@ async def bodies_ctx(app: web.Application) -> AsyncIterator[None]:
         local = await asyncio.to_thread(peers.local_name, cfg.server.hostname)
         hosts = peers.ring(cfg.server.other_collectors, local)
     session = aiohttp.ClientSession(raise_for_status=False) if hosts else None
-    reader = open_writer(cfg)
+    reader = open_store(cfg)
     settings = {"max_execution_time": cfg.database.max_execution_time, "priority": 3}
     app[BODIES] = BodyLookup(app[DB], reader, cfg.path(cfg.spool.dir), hosts, session,
                              settings)

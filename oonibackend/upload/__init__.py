@@ -13,6 +13,7 @@ For every closed hour directory `incoming/<YYYYMMDDHH>_<CC>_<testname>/` of the 
 `jsonl` row per line (with the member's byte offset and length), and only then the `.post`
 files are deleted.
 
-Modules: `files` (planning and building the files, pure blocking I/O), `objects` (writing to
-a local directory or S3 with aiobotocore), `uploader` (the resumable state machine), `cli`.
+Modules: `files` (planning and building the files, pure blocking I/O), `uploader` (the
+resumable state machine), `cli`. Keys and storage are `oonibackend.objectstore` (`keys`; a
+local directory or S3 with aiobotocore).
 """

@@ -5,27 +5,37 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 import time
 from typing import TYPE_CHECKING
 
 from oonibackend import jobmetrics
-from oonibackend.storage import DatabaseError, DatabaseUnavailable
+from oonibackend.jobharness import Job
+from oonibackend.objectstore import StoreError, open_store
+from oonibackend.storage import DatabaseError
 from oonibackend.upload import files
-from oonibackend.upload.objects import UploadError, open_writer
-from oonibackend.upload.uploader import GRACE_SECONDS, Options, Summary, Uploader, write_metrics
+from oonibackend.upload.uploader import (
+    GRACE_SECONDS,
+    Options,
+    Summary,
+    Uploader,
+    UploadError,
+    write_metrics,
+)
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
 log = logging.getLogger("oonibackend.upload")
+JOB = Job("oonibackend upload")
 
 _HOUR = re.compile(r"[0-9]{10}", re.ASCII)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "upload", help="upload closed spool hours to the object store (postcans, jsonl.gz)",
+        "upload", parents=parents,
+        help="upload closed spool hours to the object store (postcans, jsonl.gz)",
         description="Turn every closed hour of the spool into postcans and seekable jsonl.gz "
         "files, upload them to the configured bucket (or the local object store), record "
         "them in the jsonl table, then delete the spooled files. Safe to interrupt at any "
@@ -60,15 +70,13 @@ async def _recover_spool(cfg: Config) -> None:
 
 async def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.hour is not None and not _HOUR.fullmatch(args.hour):
-        print("oonibackend upload: --hour wants YYYYMMDDHH", file=sys.stderr)
-        return 2
+        return JOB.usage("--hour wants YYYYMMDDHH")
     if args.can_size < 1:
-        print("oonibackend upload: --can-size must be positive", file=sys.stderr)
-        return 2
+        return JOB.usage("--can-size must be positive")
     opts = Options(dry_run=args.dry_run, hour=args.hour, can_bytes=args.can_size,
                    grace=args.grace)
     metrics = jobmetrics.path_for(args, cfg, "upload")
-    writer = open_writer(cfg)
+    writer = open_store(cfg)
     summary = Summary()
     ok = False
     t0 = time.monotonic()
@@ -77,14 +85,10 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
         if opts.dry_run:
             up = Uploader(cfg, writer, None, opts)
             summary = await up.run()
-            print(f"dry run: {len(summary.planned)} cans would be uploaded to {writer.name}")
+            JOB.say(f"dry run: {len(summary.planned)} cans would be uploaded to {writer.name}")
             return 0
-        from oonibackend.cli_db import open_database
-        from oonibackend.storage.migrate import migrate
-
         await _recover_spool(cfg)
-        async with open_database(cfg) as db:
-            await migrate(db)
+        async with JOB.database(cfg) as db:
             up = Uploader(cfg, writer, db, opts)
             up.lock()
             try:
@@ -93,16 +97,13 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
                 summary = up.summary
                 up.unlock()
         ok = True
-    except (UploadError, DatabaseError, OSError, ValueError) as e:
-        what = "database unavailable" if isinstance(e, DatabaseUnavailable) else "error"
-        print(f"oonibackend upload: {what}: {e}", file=sys.stderr)
-        log.debug("upload failed", exc_info=True)
-        return 1
+    except (StoreError, UploadError, DatabaseError, OSError, ValueError) as e:
+        return JOB.error(e)
     finally:
         await writer.close()
         summary.seconds = time.monotonic() - t0
         if not opts.dry_run:
-            print(f"upload {'done' if ok else 'FAILED'}: {summary.line()}")
+            JOB.say(f"upload {'done' if ok else 'FAILED'}: {summary.line()}")
             log.info("upload summary", extra={
                 "ok": ok, "hours": summary.hours, "cans": summary.cans, "files": summary.files,
                 "files_present": summary.files_present, "measurements": summary.measurements,

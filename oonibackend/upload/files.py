@@ -12,7 +12,6 @@ and length (recorded in the `jsonl` table) gunzips that one member alone after a
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import io
 import json
@@ -60,28 +59,6 @@ class BuildResult:
     posts: int          # .post files put in the postcan
     skipped: int        # .post files without a JSON measurement (postcan only, no jsonl line)
     missing: int        # planned .post files that no longer exist
-
-
-def hour_of(hour_dir: str) -> dt.datetime:
-    """Start of the hour of `YYYYmmddHH_CC_testname` (UTC); ValueError for a bad name."""
-    if not ids.is_valid_hour_dir(hour_dir):
-        raise ValueError(f"invalid hour directory {hour_dir!r}")
-    return dt.datetime.strptime(hour_dir[:10], "%Y%m%d%H").replace(tzinfo=dt.UTC)
-
-
-def key_prefix(hour_dir: str) -> str:
-    """`raw/<YYYYMMDD>/<HH>/<CC>/<testname>/` of an hour directory."""
-    hour_of(hour_dir)  # validates
-    ts, cc, testname = hour_dir.split("_")
-    return f"raw/{ts[:8]}/{ts[8:10]}/{cc}/{testname}/"
-
-
-def stem(hour_dir: str, host_id: str, n: int) -> str:
-    """`<YYYYMMDDHH>_<CC>_<testname>.<host_id>.<n>` (validated)."""
-    hour_of(hour_dir)
-    if not host_id.isascii() or not host_id.isalnum() or not 1 <= len(host_id) <= 40:
-        raise ValueError(f"invalid host id {host_id!r}")
-    return f"{hour_dir}.{host_id}.{int(n)}"
 
 
 def list_posts(directory: Path) -> list[tuple[str, int]]:

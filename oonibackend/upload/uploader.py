@@ -39,10 +39,10 @@ import orjson
 from oonibackend import ids, jobmetrics
 from oonibackend.config import Config
 from oonibackend.fileutil import fsync_dir, try_flock
+from oonibackend.objectstore import ObjectStore, keys
 from oonibackend.spool import layout
 from oonibackend.storage import Database
 from oonibackend.upload import files
-from oonibackend.upload.objects import UploadError, Writer
 
 log = logging.getLogger("oonibackend.upload")
 
@@ -81,6 +81,10 @@ class Summary:
                 f"{self.bytes} bytes, {self.seconds:.2f} s")
 
 
+class UploadError(Exception):
+    """The upload state on disk is unusable, or another upload holds the lock."""
+
+
 class UploadLocked(UploadError):
     pass
 
@@ -94,14 +98,14 @@ def host_id_of(cfg: Config) -> str:
 
 
 def is_closed(hour_dir: str, now: dt.datetime, grace: float) -> bool:
-    return files.hour_of(hour_dir) + dt.timedelta(hours=1, seconds=grace) <= now
+    return keys.hour_of(hour_dir) + dt.timedelta(hours=1, seconds=grace) <= now
 
 
 class Uploader:
-    def __init__(self, cfg: Config, writer: Writer, db: Database | None, opts: Options,
+    def __init__(self, cfg: Config, store: ObjectStore, db: Database | None, opts: Options,
                  out: Callable[[str], None] = print) -> None:
         self.cfg = cfg
-        self.writer = writer
+        self.store = store
         self.db = db
         self.opts = opts
         self.out = out
@@ -210,8 +214,8 @@ class Uploader:
 
     def _describe(self, h: str, state: dict[str, Any], fresh: bool) -> None:
         for can in state["cans"]:
-            stem = files.stem(h, state["host_id"], can["n"])
-            line = (f"would upload {files.key_prefix(h)}{stem}.{{tar,jsonl}}.gz: "
+            stem = keys.stem(h, state["host_id"], can["n"])
+            line = (f"would upload {keys.raw_prefix(h)}{stem}.{{tar,jsonl}}.gz: "
                     f"{len(can['uids'])} measurements"
                     + ("" if fresh else f" (resuming, step {can['status']})"))
             self.summary.planned.append(line)
@@ -219,20 +223,20 @@ class Uploader:
             self.out(line)
 
     async def process_can(self, h: str, state: dict[str, Any], can: dict[str, Any]) -> None:
-        stem = files.stem(h, state["host_id"], can["n"])
+        stem = keys.stem(h, state["host_id"], can["n"])
         staging = self.root / h
         spool_dir = self.incoming / h
-        tar = staging / f"{stem}.tar.gz"
-        jsonl = staging / f"{stem}.jsonl.gz"
+        tar = staging / f"{stem}{keys.POSTCAN}"
+        jsonl = staging / f"{stem}{keys.JSONL}"
         rows = staging / f"{stem}.rows.json"
-        prefix = files.key_prefix(h)
+        prefix = keys.raw_prefix(h)
         step = _STEPS.index(can["status"])
         if step == _STEPS.index("done"):
             return
         self.summary.cans += 1
         if step <= _STEPS.index("planned") or (step == _STEPS.index("built") and not (
                 tar.is_file() and jsonl.is_file() and rows.is_file())):
-            mtime = int(files.hour_of(h).timestamp())
+            mtime = int(keys.hour_of(h).timestamp())
             res = await asyncio.to_thread(files.build_can, spool_dir, can["uids"], tar, jsonl,
                                           rows, mtime)
             self.summary.skipped += res.skipped
@@ -241,7 +245,7 @@ class Uploader:
             for path in (tar, jsonl):
                 if path is jsonl and path.stat().st_size == 0:
                     continue  # no JSON measurement in this can: postcan only
-                uploaded = await self.writer.put(prefix + path.name, path)
+                uploaded = await self.store.put(prefix + path.name, path)
                 size = path.stat().st_size
                 if uploaded:
                     self.summary.files += 1
@@ -273,7 +277,7 @@ class Uploader:
         if not lines:
             return
         assert self.db is not None
-        day = files.hour_of(h).date()
+        day = keys.hour_of(h).date()
         rows = [{"report_id": x.report_id, "input": x.input, "s3path": s3path,
                  "linenum": x.linenum, "measurement_uid": x.measurement_uid, "date": day,
                  "source": source, "byte_offset": x.byte_offset, "byte_length": x.byte_length}

@@ -34,9 +34,9 @@ import pytest
 
 from oonibackend import config, ids
 from oonibackend.bodies import archive
+from oonibackend.objectstore.s3 import S3Store
 from oonibackend.storage.http import HTTPDatabase
 from oonibackend.upload import files
-from oonibackend.upload.objects import S3Writer
 from oonibackend.upload.uploader import JSONL_COLUMNS
 from tests.conftest import SAMPLES, Backend
 from tests.s3server import S3Server
@@ -447,7 +447,7 @@ async def test_s3_range_past_the_end_is_the_end(s3, api):
     blob = gzip.compress(b"a\nb\n")
     s3.client.put_object(Bucket=BUCKET, Key=key, Body=blob)
     cfg = config.load(str(api.config), data_dir=str(api.data_dir))
-    reader = S3Writer(cfg, BUCKET)
+    reader = S3Store(cfg, BUCKET)
     try:
         assert await archive.read_line(reader, key, 1, chunk_size=len(blob)) == b"b"
         assert await archive.read_line(reader, key, 5, chunk_size=len(blob)) is None

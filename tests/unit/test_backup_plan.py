@@ -269,7 +269,7 @@ def test_stream_error_found_in_the_tail_of_a_body():
 
 
 def test_header_lines_of_formats():
-    from oonibackend.storage.chdb_local import format_name, header_lines, insert_prefix
+    from oonibackend.storage.sql import format_name, header_lines, insert_prefix
 
     assert header_lines("TabSeparatedWithNamesAndTypes") == 2
     assert header_lines("CSVWithNames") == 1 and header_lines("Native") == 0

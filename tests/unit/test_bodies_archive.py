@@ -11,9 +11,9 @@ import random
 import pytest
 
 from oonibackend.bodies import archive
+from oonibackend.objectstore.local import LocalStore
 from oonibackend.storage.sql import render
 from oonibackend.upload import files
-from oonibackend.upload.objects import LocalWriter
 
 KEY = "raw/20240102/03/IT/webconnectivity/2024010203_IT_webconnectivity.n1.0.jsonl.gz"
 
@@ -35,11 +35,11 @@ def multi_member(data: list[bytes]) -> tuple[bytes, list[tuple[int, int]]]:
 
 
 @pytest.fixture
-def store(tmp_path) -> LocalWriter:
-    return LocalWriter(tmp_path)
+def store(tmp_path) -> LocalStore:
+    return LocalStore(tmp_path)
 
 
-def put(store: LocalWriter, data: bytes, key: str = KEY) -> None:
+def put(store: LocalStore, data: bytes, key: str = KEY) -> None:
     path = store.root / key
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)

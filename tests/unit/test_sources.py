@@ -12,15 +12,15 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
+from oonibackend.objectstore import ObjectInfo, keys
 from tests.conftest import SAMPLES
-from workers.sources import layout
+from workers.sources import selection
 from workers.sources.formats import iter_object, kind_of
 from workers.sources.ids import trivial_id
 from workers.sources.jsonl_uids import JsonlUids
-from workers.sources.layout import Filters, ObjectInfo
 from workers.sources.legacy_yaml import iter_documents, iter_yaml_msmt_normalized
+from workers.sources.selection import Filters
 from workers.sources.state import DoneLog
-from workers.sources.store import LocalStore, StoreError, open_store
 
 JSON_SAMPLES = ["report1.json", "whatsapp.json", "tor.json", "riseupvpn.json",
                 "web_connectivity_ir_fp.json"]
@@ -76,12 +76,12 @@ def test_kind_of(name, kind):
 
 
 def test_days_end_exclusive():
-    assert layout.days(dt.date(2021, 7, 9), dt.date(2021, 7, 11)) == \
+    assert selection.days(dt.date(2021, 7, 9), dt.date(2021, 7, 11)) == \
         [dt.date(2021, 7, 9), dt.date(2021, 7, 10)]
-    assert layout.day_prefixes(dt.date(2021, 7, 9)) == ["canned/2021-07-09/", "raw/20210709/"]
-    assert layout.parse_day("2021-07-09") == layout.parse_day("20210709")
+    assert keys.day_prefixes(dt.date(2021, 7, 9)) == ["canned/2021-07-09/", "raw/20210709/"]
+    assert selection.parse_day("2021-07-09") == selection.parse_day("20210709")
     with pytest.raises(ValueError):
-        layout.parse_day("09/07/2021")
+        selection.parse_day("09/07/2021")
 
 
 def test_select_filters_and_twins():
@@ -96,8 +96,8 @@ def test_select_filters_and_twins():
         ObjectInfo("canned/2021-07-09/telegram.0.tar.lz4", 10),
         ObjectInfo("canned/2021-07-09/index.json.gz", 10),
     ]
-    keys = [o.key for o in layout.select(objs, Filters())]
-    assert keys == [
+    chosen = [o.key for o in selection.select(objs, Filters())]
+    assert chosen == [
         "canned/2021-07-09/telegram.0.tar.lz4",
         "canned/2021-07-09/web_connectivity.00.tar.lz4",
         f"{base}/DE/signal/2021070900_DE_signal.n1.0.tar.gz",
@@ -105,8 +105,8 @@ def test_select_filters_and_twins():
         f"{base}/IT/webconnectivity/2021070900_IT_webconnectivity.n1.1.jsonl.gz",
     ]  # sorted; the .0 jsonl twin, the empty object and the index are left out
     f = Filters.make("it", "web_connectivity")
-    keys = [o.key for o in layout.select(objs, f)]
-    assert keys == ["canned/2021-07-09/web_connectivity.00.tar.lz4",
+    chosen = [o.key for o in selection.select(objs, f)]
+    assert chosen == ["canned/2021-07-09/web_connectivity.00.tar.lz4",
                     f"{base}/IT/webconnectivity/2021070900_IT_webconnectivity.n1.0.tar.gz",
                     f"{base}/IT/webconnectivity/2021070900_IT_webconnectivity.n1.1.jsonl.gz"]
     assert f.msm_matches({"probe_cc": "IT", "test_name": "web_connectivity"})
@@ -273,38 +273,7 @@ def test_yaml_http_requests_normalisation():
     json.dumps(m)
 
 
-# ---------------------------------------------------------------- store, state, uids
-
-
-async def test_local_store(tmp_path: Path):
-    for key in ["raw/20210709/00/IT/signal/b.tar.gz", "raw/20210709/00/IT/signal/a.tar.gz",
-                "raw/20210710/00/IT/signal/c.tar.gz", "canned/2021-07-09/x.tar.lz4"]:
-        p = tmp_path / key
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"1234")
-    store = LocalStore(tmp_path)
-    got = [o async for o in store.list("raw/20210709/")]
-    assert got == [ObjectInfo("raw/20210709/00/IT/signal/a.tar.gz", 4),
-                   ObjectInfo("raw/20210709/00/IT/signal/b.tar.gz", 4)]
-    assert [o async for o in store.list("raw/20990101/")] == []
-    assert (await store.fetch(got[0])).read_bytes() == b"1234"
-    with pytest.raises(StoreError):
-        await store.fetch(ObjectInfo("raw/nope", 1))
-
-
-def test_open_store(tmp_path: Path):
-    from oonibackend import config
-
-    cfg = config.load(None, data_dir=str(tmp_path))
-    assert isinstance(open_store(cfg, None), LocalStore)
-    assert open_store(cfg, None).root == tmp_path / "objects"
-    assert open_store(cfg, "s3://bucket").name == "s3://bucket"
-    cfg.s3.bucket = "ooni-data-eu-fra"
-    assert open_store(cfg, None).name == "s3://ooni-data-eu-fra"
-    with pytest.raises(StoreError):
-        open_store(cfg, str(tmp_path / "missing"))
-    with pytest.raises(StoreError):
-        open_store(cfg, "s3://bucket/prefix")
+# ---------------------------------------------------------------- state, uids
 
 
 def test_done_log(tmp_path: Path):

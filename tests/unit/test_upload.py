@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from oonibackend import config, ids
+from oonibackend.objectstore import StoreError, keys
+from oonibackend.objectstore.local import LocalStore
 from oonibackend.storage import Database
 from oonibackend.upload import files
-from oonibackend.upload.objects import LocalWriter, UploadError
-from oonibackend.upload.uploader import Options, Uploader, is_closed
+from oonibackend.upload.uploader import Options, Uploader, UploadError, is_closed
 from tests.conftest import SAMPLES
 
 # Samples that are single measurements (not fingerprint lists or YAML).
@@ -96,13 +97,13 @@ def spool_uids(spool_dir: Path) -> set[str]:
 
 def test_names_and_plan():
     h = "2024010203_IT_webconnectivity"
-    assert files.key_prefix(h) == "raw/20240102/03/IT/webconnectivity/"
-    assert files.stem(h, "n1", 4) == "2024010203_IT_webconnectivity.n1.4"
+    assert keys.raw_prefix(h) == "raw/20240102/03/IT/webconnectivity/"
+    assert keys.stem(h, "n1", 4) == "2024010203_IT_webconnectivity.n1.4"
     for bad in ("../x", "2024010203_IT_web/x", "2024010203_IT_web connectivity"):
         with pytest.raises(ValueError):
-            files.key_prefix(bad)
+            keys.raw_prefix(bad)
     with pytest.raises(ValueError):
-        files.stem(h, "n1/../x", 0)
+        keys.stem(h, "n1/../x", 0)
     posts = [("a", 5), ("b", 5), ("c", 5), ("d", 20), ("e", 1)]
     assert files.plan_cans(posts, 10) == [["a", "b"], ["c"], ["d"], ["e"]]
     assert files.plan_cans([], 10) == []
@@ -152,7 +153,7 @@ def test_build_can_seekable_and_deterministic(tmp_path):
 # -- the state machine -------------------------------------------------------------------------
 
 async def _run(cfg, db, writer=None, **kw) -> Any:
-    up = Uploader(cfg, writer or LocalWriter(cfg.path("objects")), db, Options(**kw),
+    up = Uploader(cfg, writer or LocalStore(cfg.path("objects")), db, Options(**kw),
                   out=lambda s: None)
     up.lock()
     try:
@@ -205,11 +206,11 @@ async def test_failures_leave_spool_intact_then_resume(tmp_path):
     cfg = make_cfg(tmp_path)
     spool = make_spool(cfg.path("spool"), ["2024010203"], 10)
 
-    class Broken(LocalWriter):
+    class Broken(LocalStore):
         async def put(self, key, path):
-            raise UploadError("bucket s3://x does not exist")
+            raise StoreError("bucket s3://x does not exist")
 
-    with pytest.raises(UploadError):
+    with pytest.raises(StoreError):
         await _run(cfg, MemoryDB(), writer=Broken(cfg.path("objects")), can_bytes=8000)
     assert spool_uids(cfg.path("spool")) == set(spool)
     db = MemoryDB(fail=True)
@@ -233,7 +234,7 @@ async def test_dry_run_changes_nothing(tmp_path):
 
     before = tree()
     out: list[str] = []
-    up = Uploader(cfg, LocalWriter(cfg.path("objects")), None, Options(dry_run=True), out.append)
+    up = Uploader(cfg, LocalStore(cfg.path("objects")), None, Options(dry_run=True), out.append)
     s = await up.run()
     assert tree() == before and len(out) == 1 and "5 measurements" in out[0]
     assert s.planned == out and spool_uids(cfg.path("spool")) == set(spool)
@@ -241,8 +242,8 @@ async def test_dry_run_changes_nothing(tmp_path):
 
 async def test_lock_excludes_second_uploader(tmp_path):
     cfg = make_cfg(tmp_path)
-    a = Uploader(cfg, LocalWriter(cfg.path("objects")), MemoryDB(), Options())
-    b = Uploader(cfg, LocalWriter(cfg.path("objects")), MemoryDB(), Options())
+    a = Uploader(cfg, LocalStore(cfg.path("objects")), MemoryDB(), Options())
+    b = Uploader(cfg, LocalStore(cfg.path("objects")), MemoryDB(), Options())
     a.lock()
     with pytest.raises(UploadError, match="another upload"):
         b.lock()

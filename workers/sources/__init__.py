@@ -2,10 +2,9 @@
 
 Used by `fastpath reprocess` and `fastpath score`. The pieces are small on purpose:
 
-  layout.py      key layout (`raw/<YYYYMMDD>/<HH>/<CC>/<testname>/<file>`, `canned/<day>/`),
-                 per-day prefixes, cc/testname filters, which file kinds are read
-  store.py       the object store: a local directory laid out like the bucket, or S3 through
-                 aiobotocore (objects are fetched one at a time into a temporary file)
+  selection.py   the days of a run, cc/testname filters, which objects are read (the key
+                 layout itself is `oonibackend.objectstore.keys`, the store
+                 `oonibackend.objectstore`: objects are fetched one at a time)
   formats.py     parsers for jsonl.gz, postcans (.tar.gz of .post), legacy lz4 cans
   legacy_yaml.py normalisation of 2012-2016 YAML reports found inside legacy cans
   ids.py         trivial ids, the uids of measurements that never had an API uid

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import ujson
 
+from oonibackend.objectstore import keys
 from workers.sources.ids import trivial_id
 
 log = logging.getLogger("workers.sources")
@@ -52,13 +53,13 @@ class Record:
 
 def kind_of(name: str) -> str | None:
     """The format of a file from its name, or None for files that hold no measurements."""
-    if name.endswith(".jsonl.gz"):
+    if name.endswith(keys.JSONL):
         return "jsonl"
     if name.endswith("/index.json.gz") or name == "index.json.gz":
         return None
-    if name.endswith(".tar.gz"):
+    if name.endswith(keys.POSTCAN):
         return "postcan"
-    if name.endswith(".tar.lz4"):
+    if name.endswith(keys.LEGACY_CAN):
         return "tar_lz4"
     if name.endswith(".json.lz4"):
         return "json_lz4"
@@ -137,8 +138,7 @@ def _yaml_records(stream: IO[bytes], where: str, bucket_date: str, report_filena
 
 def _bucket_date(key: str) -> str:
     """The day directory of a canned/ key (`canned/2019-10-30/x.tar.lz4` -> 2019-10-30)."""
-    parent = posixpath.basename(posixpath.dirname(key))
-    return parent if len(parent) == 10 and parent.startswith("20") else "2000-01-01"
+    return keys.day_dir(key) or "2000-01-01"
 
 
 def iter_tar_lz4(f: IO[bytes], key: str) -> Iterator[Record]:
@@ -154,9 +154,7 @@ def iter_tar_lz4(f: IO[bytes], key: str) -> Iterator[Record]:
             if member.name.endswith(".json"):
                 yield from iter_json_lines(fh, where)
             elif member.name.endswith(".yaml"):
-                parent = posixpath.basename(posixpath.dirname(member.name))
-                day = parent if len(parent) == 10 and parent.startswith("20") \
-                    else _bucket_date(key)
+                day = keys.day_dir(member.name) or _bucket_date(key)
                 yield from _yaml_records(fh, where, day,
                                          f"{day}/{posixpath.basename(member.name)}")
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from oonibackend.objectstore.keys import JSONL
+
 CHUNK = 200
 
 Query = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
@@ -26,7 +28,7 @@ class JsonlUids:
 
     def plan(self, keys: Sequence[str]) -> None:
         """The jsonl keys about to be read, in reading order."""
-        self._pending.extend(k for k in keys if k.endswith(".jsonl.gz"))
+        self._pending.extend(k for k in keys if k.endswith(JSONL))
 
     async def get(self, key: str) -> dict[int, str]:
         if key not in self._cache:

@@ -1,13 +1,8 @@
-"""Where measurements live in the bucket, and which objects a reprocessing run reads.
+"""Which objects a reprocessing run reads: its days, its cc/testname filters, the files.
 
-Two key families (docs/fastpath.md §1.10):
-  canned/<YYYY-MM-DD>/<file>                          legacy cans (until 2020-10-21)
-  raw/<YYYYMMDD>/<HH>/<CC>/<testname>/<file>          postcans and jsonl.gz (from 2020-10-20)
-
-The uploader writes every hour both `<stem>.tar.gz` (the .post bodies, with their API uids)
-and `<stem>.jsonl.gz` (the same measurements' content, one per line). Reading both would
-score every measurement twice, so a jsonl.gz is read only when its postcan twin is missing;
-the postcan wins because it always carries the real uids.
+The keys are parsed by `oonibackend.objectstore.keys` (docs/fastpath.md §1.10). The uploader
+writes every hour both a postcan and a jsonl.gz of the same measurements: a jsonl.gz is read
+only when its postcan twin is missing, since the postcan always carries the real uids.
 """
 
 from __future__ import annotations
@@ -16,16 +11,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-JSONL = ".jsonl.gz"
-POSTCAN = ".tar.gz"
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    """One object of the store: its key and size in bytes."""
-
-    key: str
-    size: int
+from oonibackend.objectstore import ObjectInfo, keys
 
 
 def parse_day(value: str | dt.date) -> dt.date:
@@ -43,11 +29,6 @@ def parse_day(value: str | dt.date) -> dt.date:
 def days(start: dt.date, end: dt.date) -> list[dt.date]:
     """start .. end-1: the end day is exclusive, like the reference."""
     return [start + dt.timedelta(days=i) for i in range((end - start).days)]
-
-
-def day_prefixes(day: dt.date) -> list[str]:
-    """Prefixes listed for one day, in processing order (canned/ sorts before raw/)."""
-    return [f"canned/{day:%Y-%m-%d}/", f"raw/{day:%Y%m%d}/"]
 
 
 def split_list(value: str | Iterable[str] | None) -> frozenset[str] | None:
@@ -82,16 +63,14 @@ class Filters:
     def key_matches(self, key: str) -> bool:
         """Decided from the key: raw/ keys carry cc and testname, canned/ keys maybe the test
         name (`<test_name>.<n>.tar.lz4`); anything undecidable passes (see msm_matches)."""
-        parts = key.split("/")
-        if parts[0] == "raw" and len(parts) == 6:
-            _, _, _, cc, testname, _ = parts
+        raw = keys.raw_cc_testname(key)
+        if raw is not None:
+            cc, testname = raw
             if self.ccs is not None and cc.upper() not in self.ccs:
                 return False
             return self.testnames is None or norm_testname(testname) in self.testnames
-        if parts[0] == "canned" and self.testnames is not None:
-            name = parts[-1]
-            if name.endswith(".tar.lz4") and name.count(".") == 3:
-                return norm_testname(name.split(".")[0]) in self.testnames
+        if self.testnames is not None and (name := keys.canned_test_name(key)) is not None:
+            return norm_testname(name) in self.testnames
         return True
 
     def msm_matches(self, msm: dict) -> bool:
@@ -120,8 +99,7 @@ def select(objects: Iterable[ObjectInfo], filters: Filters) -> Iterator[ObjectIn
     chosen = sorted((o for o in objects
                      if o.size > 0 and readable(o.key) and filters.key_matches(o.key)),
                     key=lambda o: o.key)
-    postcans = {o.key[:-len(POSTCAN)] for o in chosen if o.key.endswith(POSTCAN)}
+    present = {o.key for o in chosen}
     for o in chosen:
-        if o.key.endswith(JSONL) and o.key[:-len(JSONL)] in postcans:
-            continue
-        yield o
+        if keys.postcan_twin(o.key) not in present:
+            yield o
