@@ -32,11 +32,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# Columns the reference SELECTs (§3.1), in its SELECT order: the key order of DB records.
-FP_COLUMNS = ("name", "scope", "other_names", "location_found", "pattern_type", "pattern",
-              "confidence_no_fp", "expected_countries")
-# Full table column order, for rows given as tuples of all 11 columns.
-TABLE_COLUMNS = FP_COLUMNS + ("source", "exp_url", "notes")
+# MATCH_COLUMNS: the columns the reference SELECTs (§3.1), in its SELECT order: the key order
+# of DB records. HEADER: all 11 table columns in order, for rows given as tuples.
+from oonibackend.fingerprints.parse import HEADER, MATCH_COLUMNS
+
 MINIFIED_KEYS = frozenset(("name", "scope", "location_found", "confidence_no_fp",
                            "expected_countries"))
 _SCOPE_LOCALITY = {"inst": "local", "isp": "isp", "nat": "country", "prod": "general"}
@@ -115,15 +114,15 @@ class Fingerprint:
 def _to_record(row: Any) -> dict[str, Any]:
     """A DB row (mapping, or tuple in SELECT / table column order) -> prepared 8-field record."""
     if isinstance(row, Mapping):
-        missing = [c for c in FP_COLUMNS if c not in row]
+        missing = [c for c in MATCH_COLUMNS if c not in row]
         if missing:
             raise ValueError(f"fingerprint row {row.get('name')!r} lacks {missing}")
-        rec = {k: v for k, v in row.items() if k in FP_COLUMNS}  # source key order kept
+        rec = {k: v for k, v in row.items() if k in MATCH_COLUMNS}  # source key order kept
     else:
         values = tuple(row)
-        if len(values) not in (len(FP_COLUMNS), len(TABLE_COLUMNS)):
+        if len(values) not in (len(MATCH_COLUMNS), len(HEADER)):
             raise ValueError(f"fingerprint row has {len(values)} columns")
-        rec = dict(zip(FP_COLUMNS, values, strict=False))
+        rec = dict(zip(MATCH_COLUMNS, values, strict=False))
     for key in ("name", "scope", "location_found", "pattern_type", "pattern"):
         if not isinstance(rec[key], str):
             raise ValueError(f"fingerprint {rec['name']!r}: {key} is not a string")

@@ -1,8 +1,9 @@
 """The pure fastpath pipeline: one received measurement -> rows for ClickHouse
 (docs/fastpath.md §2).
 
-Used by the worker pool and the CLI tools (`fastpath score`, `fastpath reprocess`). No I/O, no
-clock, no global state: the same bytes, uid and fingerprints always give the same rows.
+Used by the worker pool (`process`), by reprocessing and `fastpath score` (`process_record`).
+No I/O, no clock, no global state: the same bytes, uid and fingerprints always give the same
+rows.
 
 Outcomes of `process` / `process_msm`:
 
@@ -24,13 +25,16 @@ import datetime as dt
 import re
 import struct
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import ujson
 
 from workers.fingerprints import Fingerprints
 from workers.scoring import score_measurement
+
+if TYPE_CHECKING:
+    from workers.sources.formats import Record
 
 FASTPATH_COLUMNS = (
     "measurement_uid", "report_id", "input", "probe_cc", "probe_asn", "test_name",
@@ -195,6 +199,21 @@ def process_msm(obj: Any, uid: str, fingerprints: Fingerprints | None, *,
 
 
 # ---- steps ---------------------------------------------------------------------------------
+
+
+def process_record(rec: Record, fingerprints: Fingerprints | None, *, uid: str | None = None,
+                   check_dates: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """Rows for a measurement read from a file or the bucket (workers/sources/formats.py):
+    `process` for a .post body, `process_msm` for a measurement; `uid` overrides its own.
+
+    Raises MeasurementError, or ValueError for a record that could not be read."""
+    if rec.error is not None:
+        raise ValueError(rec.error)
+    the_uid = uid or rec.uid
+    if rec.post is not None:
+        return process(rec.post, the_uid, fingerprints, check_dates=check_dates)
+    assert rec.msm is not None
+    return process_msm(rec.msm, the_uid, fingerprints, check_dates=check_dates)
 
 
 def _unwrap(obj: dict[str, Any]) -> dict[str, Any]:

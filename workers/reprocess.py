@@ -5,11 +5,11 @@ docs/fastpath.md §1.11): after a scoring fix, after new fingerprints, or to fil
 database from the bucket.
 
 For each day in [start, end) the objects under `canned/<YYYY-MM-DD>/` and `raw/<YYYYMMDD>/`
-are listed, filtered (see workers.sources.layout) and read one by one: postcans (uid = member
+are listed, filtered (see workers.sources.selection) and read one by one: postcans (uid = member
 name), jsonl.gz (uids from the `jsonl` table, else trivial ids) and legacy lz4 cans (trivial
 ids). Rows are inserted in batches of `fastpath.batch_size` through the storage layer, retried
 with back-off while the database fails (never dropped; rows ClickHouse rejects as invalid are
-isolated and written to `<state>.rejected.jsonl`).
+isolated and written to `<state>.rejected.jsonl`: workers/batch_insert.py).
 
 Resumable: an object's key is appended to `<fastpath.dir>/reprocess-<start>-<end>.done` once
 all its rows are inserted, and skipped by the next run of the same range (unless
@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from oonibackend.objectstore import ObjectInfo, ObjectStore, StoreError, keys, open_store
 from oonibackend.storage import Database, DatabaseError, DatabaseUnavailable
-from workers.sources import layout
+from workers.batch_insert import RetryingInsert
+from workers.sources import selection
 from workers.sources.formats import Record, iter_object
 from workers.sources.jsonl_uids import JsonlUids
-from workers.sources.layout import Filters, ObjectInfo
+from workers.sources.selection import Filters
 from workers.sources.state import DoneLog
-from workers.sources.store import ObjectStore, StoreError, open_store
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
@@ -49,13 +50,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("workers.reprocess")
 
 PROG = "oonibackend fastpath reprocess"
-FP_COLUMNS = ("name, scope, other_names, location_found, pattern_type, pattern, "
-              "confidence_no_fp, expected_countries")
 CHUNK = 500  # records scored per trip to the scoring thread
 PREFETCH = 2  # objects fetched ahead of the one being scored
 PERMANENT_TRIES = 5  # a non-connection database error fails the run after this many tries
 
 Rows = dict[str, list[dict[str, Any]]]
+TableRows = tuple[str, list[dict[str, Any]]]  # a batch: one table's rows
 
 
 # ---------------------------------------------------------------- statistics and progress
@@ -168,9 +168,13 @@ class Progress:
 # ---------------------------------------------------------------- batched writes
 
 
-class BatchWriter:
+class BatchWriter(RetryingInsert[TableRows]):
     """Buffers rows per table; inserts `batch_size` rows at a time in the background (one
-    insert in flight) and records object keys as done once all their rows are in."""
+    insert in flight) and records object keys as done once all their rows are in. A batch is
+    one table's rows; a run gives up on a database error other than a lost connection or
+    invalid data after PERMANENT_TRIES tries."""
+
+    other_tries = PERMANENT_TRIES
 
     def __init__(self, db: Database | None, done: DoneLog | None, *, batch_size: int,
                  retry_max: float, stats: Stats, rejected_path: Path | None = None,
@@ -179,6 +183,7 @@ class BatchWriter:
         self.done = done
         self.batch_size = max(1, batch_size)
         self.retry_max = max(0.1, retry_max)
+        self.retry_min = min(0.5, self.retry_max)
         self.stats = stats
         self.rejected_path = rejected_path
         self.say = say or (lambda _m: None)
@@ -231,52 +236,45 @@ class BatchWriter:
             for table, table_rows in rows.items():
                 for part in _split_by_columns(table_rows):
                     for start in range(0, len(part), self.batch_size):
-                        await self._insert(table, part[start:start + self.batch_size])
+                        await self.deliver((table, part[start:start + self.batch_size]))
         if self.done is not None:
             await asyncio.to_thread(self.done.add, keys)
 
-    async def _insert(self, table: str, rows: list[dict[str, Any]]) -> None:
-        from workers.intake.sink import is_data_error
-
+    async def _insert(self, batch: TableRows) -> None:
+        table, rows = batch
         assert self.db is not None
-        delay, permanent = min(0.5, self.retry_max), 0
-        while True:
-            try:
-                await self.db.insert(table, rows, columns=list(rows[0]))
-                return
-            except DatabaseUnavailable as e:
-                self.say(f"database unavailable, retrying {len(rows)} {table} rows in "
-                         f"{delay:.1f} s: {e}")
-            except DatabaseError as e:
-                if is_data_error(e):
-                    await self._isolate(table, rows, e)
-                    return
-                permanent += 1
-                if permanent >= PERMANENT_TRIES:
-                    raise
-                self.say(f"insert into {table} failed ({e}), retrying in {delay:.1f} s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max)
+        await self.db.insert(table, rows, columns=list(rows[0]))
 
-    async def _isolate(self, table: str, rows: list[dict[str, Any]], err: Exception) -> None:
-        """Halve a batch the database rejects as invalid until the bad rows are found; they
-        go to the rejected file (kept for inspection, never silently dropped)."""
-        if len(rows) == 1:
-            self._reject(table, rows[0], err)
+    def _failed(self, batch: TableRows, error: Exception, retry_in: float | None) -> None:
+        table, rows = batch
+        if retry_in is None:
             return
-        mid = len(rows) // 2
-        for half in (rows[:mid], rows[mid:]):
-            await self._insert(table, half)
+        if isinstance(error, DatabaseUnavailable):
+            self.say(f"database unavailable, retrying {len(rows)} {table} rows in "
+                     f"{retry_in:.1f} s: {error}")
+        else:
+            self.say(f"insert into {table} failed ({error}), retrying in {retry_in:.1f} s")
 
-    def _reject(self, table: str, row: dict[str, Any], err: Exception) -> None:
+    async def _halves(self, batch: TableRows) -> list[TableRows] | None:
+        table, rows = batch
+        if len(rows) < 2:
+            return None
+        mid = len(rows) // 2
+        return [(table, rows[:mid]), (table, rows[mid:])]
+
+    async def _reject(self, batch: TableRows, error: Exception) -> None:
+        """A row the database rejects as invalid goes to the rejected file (kept for
+        inspection, never silently dropped)."""
         from oonibackend import jsonutil
 
+        table, (row,) = batch
         self.stats.rejected += 1
         self.say(f"{table} row of {row.get('measurement_uid')} rejected by the database: "
-                 f"{err}")
+                 f"{error}")
         if self.rejected_path is not None:
             with open(self.rejected_path, "ab") as f:
-                f.write(jsonutil.dumps({"table": table, "error": str(err), "row": row}) + b"\n")
+                f.write(jsonutil.dumps({"table": table, "error": str(error), "row": row})
+                        + b"\n")
 
 
 def _split_by_columns(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -306,8 +304,7 @@ class Chunk:
 def _score_chunk(records: Iterator[Record], fps: Fingerprints, filters: Filters,
                  legacy: bool, limit: int) -> Chunk:
     """Score up to `limit` records in the calling (worker) thread."""
-    from workers.process import MeasurementError
-    from workers.score_cli import score_record
+    from workers.process import MeasurementError, process_record
 
     chunk = Chunk()
     for _ in range(limit):
@@ -320,7 +317,7 @@ def _score_chunk(records: Iterator[Record], fps: Fingerprints, filters: Filters,
             chunk.filtered += 1
             continue
         try:
-            out = score_record(rec, fps)
+            out = process_record(rec, fps)
         except (MeasurementError, ValueError) as e:
             chunk.errors += 1
             log.debug("measurement skipped", extra={"where": rec.where, "error": str(e)})
@@ -359,7 +356,7 @@ class Reprocessor:
         self.fps = fps
         self.opts = opts
         self.stats = Stats()
-        self.days = layout.days(opts.start, opts.end)
+        self.days = selection.days(opts.start, opts.end)
         self.progress = Progress(self.stats, len(self.days), progress_stream)
         self.state_path = state_path
         self.batch_size = batch_size
@@ -414,10 +411,10 @@ class Reprocessor:
         try:
             for index, day in enumerate(self.days):
                 listed: list[ObjectInfo] = []
-                for prefix in layout.day_prefixes(day):
-                    listed.extend([o async for o in self.store.list(prefix)])
+                for prefix in keys.day_prefixes(day):
+                    listed.extend(await self.store.list(prefix))
                 todo = []
-                for obj in layout.select(listed, self.opts.filters):
+                for obj in selection.select(listed, self.opts.filters):
                     if done is not None and obj.key in done:
                         self.stats.files_skipped += 1
                     else:
@@ -462,8 +459,8 @@ class Reprocessor:
                 self.progress.object_done(obj.size)
 
     async def _object(self, obj: ObjectInfo, path: Path, writer: BatchWriter) -> None:
-        uids = await self.uids.get(obj.key) if obj.key.endswith(layout.JSONL) else None
-        legacy = obj.key.startswith("canned/")
+        uids = await self.uids.get(obj.key) if obj.key.endswith(keys.JSONL) else None
+        legacy = keys.is_legacy(obj.key)
         with open(path, "rb") as f:
             records = iter_object(obj.key, f, uids)
             while True:
@@ -495,10 +492,12 @@ class Reprocessor:
 
 async def load_fingerprints(db: Database) -> Fingerprints:
     """The fingerprints the fastpath would use: the two tables, DNS first (§3.1)."""
+    from oonibackend.fingerprints.parse import MATCH_COLUMNS
     from workers.fingerprints import Fingerprints
 
-    dns = await db.query(f"SELECT {FP_COLUMNS} FROM fingerprints_dns")
-    http = await db.query(f"SELECT {FP_COLUMNS} FROM fingerprints_http")
+    columns = ", ".join(MATCH_COLUMNS)
+    dns = await db.query(f"SELECT {columns} FROM fingerprints_dns")
+    http = await db.query(f"SELECT {columns} FROM fingerprints_http")
     return Fingerprints.from_rows(dns, http)
 
 
@@ -544,11 +543,11 @@ def _stop_on_signals() -> Iterator[None]:
 async def run_reprocess(args: argparse.Namespace, cfg: Config) -> int:
     """Entry point of `fastpath reprocess` (args: start_day, end_day, cc, testname, source,
     dry_run, resume)."""
-    from oonibackend.cli_db import open_database
+    from oonibackend.jobharness import open_database
     from oonibackend.storage.migrate import migrate
 
     try:
-        start, end = layout.parse_day(args.start_day), layout.parse_day(args.end_day)
+        start, end = selection.parse_day(args.start_day), selection.parse_day(args.end_day)
     except ValueError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2

@@ -35,14 +35,12 @@ if TYPE_CHECKING:
     from oonibackend.config import Config
     from workers.fingerprints import Fingerprints
 
-Rows = dict[str, list[dict[str, Any]]]
-
 
 def load_fingerprints(directory: str | Path | None) -> Fingerprints:
     """Fingerprints from a directory (blocking-fingerprints CSVs or the JSON fixtures), or
     none at all."""
+    from oonibackend.fingerprints.parse import KINDS, read_dir
     from workers.fingerprints import Fingerprints
-    from workers.fingerprints_update import KINDS, read_dir
 
     if directory is None:
         return Fingerprints.empty()
@@ -54,22 +52,6 @@ def load_fingerprints(directory: str | Path | None) -> Fingerprints:
                                             d / "fingerprints_http.json")
     fps = read_dir(d)
     return Fingerprints.from_rows(fps.match_rows("dns"), fps.match_rows("http"))
-
-
-def score_record(rec: Record, fingerprints: Fingerprints, *, uid: str | None = None,
-                 check_dates: bool = True) -> Rows:
-    """Rows for one record (`process` for .post bodies, `process_msm` for measurements).
-
-    Raises workers.process.MeasurementError (or ValueError for an unusable record)."""
-    from workers.process import process, process_msm
-
-    if rec.error is not None:
-        raise ValueError(rec.error)
-    the_uid = uid or rec.uid
-    if rec.post is not None:
-        return process(rec.post, the_uid, fingerprints, check_dates=check_dates)
-    assert rec.msm is not None
-    return process_msm(rec.msm, the_uid, fingerprints, check_dates=check_dates)
 
 
 def _single(raw: bytes, where: str) -> Iterator[Record]:
@@ -125,7 +107,7 @@ def _dumps(obj: Any) -> str:
 def score_files(files: list[str], fingerprints: Fingerprints, uid: str | None = None,
                 out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Print the rows of every file; returns the number of failed measurements / files."""
-    from workers.process import MeasurementError
+    from workers.process import MeasurementError, process_record
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -134,7 +116,8 @@ def score_files(files: list[str], fingerprints: Fingerprints, uid: str | None = 
         try:
             for rec in iter_file(name):
                 try:
-                    rows = score_record(rec, fingerprints, uid=uid, check_dates=uid is not None)
+                    rows = process_record(rec, fingerprints, uid=uid,
+                                          check_dates=uid is not None)
                 except (MeasurementError, ValueError) as e:
                     failures += 1
                     print(f"{rec.where}: {e}", file=err)
@@ -158,7 +141,7 @@ def score_files(files: list[str], fingerprints: Fingerprints, uid: str | None = 
 
 async def run_score(args: argparse.Namespace, cfg: Config) -> int:
     """Entry point of `fastpath score` (args: files, fingerprints, uid)."""
-    from workers.fingerprints_update import FingerprintError
+    from oonibackend.fingerprints.parse import FingerprintError
 
     try:
         fps = load_fingerprints(getattr(args, "fingerprints", None))

@@ -5,8 +5,8 @@
     forwarder = Forwarder(cfg, spool, metrics); await forwarder.start()
     forwarder.enqueue(hour_dir, uid, body)                   # background fastpath delivery
 
-Modules: `wal` (log segments), `layout` (directories and files), `writer` (Spool),
-`forwarder` (Forwarder).
+Modules: `records` (append-only record files, also under the fastpath's intake queue), `wal`
+(log segments), `layout` (directories and files), `writer` (Spool), `forwarder` (Forwarder).
 """
 
 from oonibackend.spool.forwarder import Forwarder

@@ -11,9 +11,9 @@ import random
 
 import pytest
 
+from oonibackend.fingerprints.parse import MATCH_COLUMNS
 from tests.conftest import SAMPLES
 from workers.fingerprints import (
-    FP_COLUMNS,
     Fingerprints,
     LiteralSearch,
     is_confirmed,
@@ -158,13 +158,13 @@ def test_rows_as_db_tuples_and_dicts():
     row11 = row8 + ("src", "http://x", "notes")
     for row in (row8, row11):
         f = Fingerprints.from_rows([row], [])
-        assert f.prepared() == {"dns": [dict(zip(FP_COLUMNS, row8[:7] + (["BY"],),
+        assert f.prepared() == {"dns": [dict(zip(MATCH_COLUMNS, row8[:7] + (["BY"],),
                                                  strict=True))], "http": []}
         # DB key order (the SELECT's): name, scope, location_found, confidence_no_fp, expected.
         assert list(f.dns[0].minified) == list(MINI)
-    d = dict(zip(FP_COLUMNS, row8, strict=True)) | {"notes": "n", "source": "s"}
+    d = dict(zip(MATCH_COLUMNS, row8, strict=True)) | {"notes": "n", "source": "s"}
     f = Fingerprints.from_rows([d], [])
-    assert list(f.dns[0].record) == list(FP_COLUMNS)
+    assert list(f.dns[0].record) == list(MATCH_COLUMNS)
     with pytest.raises(ValueError):
         Fingerprints.from_rows([{"name": "x", "scope": "isp"}], [])
     with pytest.raises(ValueError):

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from oonibackend.fingerprints.parse import MATCH_COLUMNS
 from oonibackend.metrics import Metrics
 from oonibackend.storage import Database, DatabaseError, versions
 
 log = logging.getLogger("workers.intake.refresh")
 
-# The 8 columns the reference selects (docs/fastpath.md §3.1), DNS first.
-COLUMNS = ("name, scope, other_names, location_found, pattern_type, pattern, "
-           "confidence_no_fp, expected_countries")
+# Selected in this order, DNS first (docs/fastpath.md §3.1).
 TABLES = ("fingerprints_dns", "fingerprints_http")
 
 Rows = list[dict[str, Any]]
@@ -52,7 +51,7 @@ class FingerprintRefresher:
         if self.watcher is not None:
             await self.watcher.seen()  # before the load: a bump racing with it is not missed
         try:
-            dns, http = [await self._db.query(f"SELECT {COLUMNS} FROM {t}",
+            dns, http = [await self._db.query(f"SELECT {', '.join(MATCH_COLUMNS)} FROM {t}",
                                               settings={"priority": 5}) for t in TABLES]
             if self._validate is not None:
                 await asyncio.to_thread(self._validate, dns, http)

@@ -1,37 +1,29 @@
 """On-disk format of the intake queue: append-only segments plus their commit marks.
 
-A segment `<seq>.seg` is an 8-byte magic followed by records
+A segment `<seq>.seg` is a file of append-only records (oonibackend/spool/records.py: magic,
+then `u32 length | u32 crc32 | payload`, torn-tail rule) whose payload is
 
-    u32 length | u32 crc32 | u8 uid_len | uid | body
+    u8 uid_len | uid | body
 
-(little endian; `length` and `crc32` cover everything after the crc). Records are appended
-and made durable by one fdatasync per batch before the feeder answers, so after a crash the
-only possible damage is a torn tail (a record cut short or with a bad crc): it was never
-acknowledged, and reading stops there.
+Records are made durable by one fdatasync per batch before the feeder answers, so a record
+cut short or with a bad crc was never acknowledged, and reading stops there.
 
 Commit marks live beside it in `<seq>.ack`: one decimal record offset per line, appended
 (without fsync) once the record's rows are in the database. Losing marks in a crash only
 means those measurements are scored and inserted again, which the ReplacingMergeTree keyed
 by measurement_uid collapses; a torn last line is ignored.
-
-The spool's WAL (oonibackend/spool/wal.py) uses the same idea with a different payload.
 """
 
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from oonibackend.fileutil import fsync_dir
+from oonibackend.spool import records
 
 MAGIC = b"OOFPQ\x00\x01\n"
-_HEAD = struct.Struct("<II")
-# A record larger than this is corruption, not a measurement (bodies are capped far lower).
-MAX_RECORD = 1 << 30
 SUFFIX = ".seg"
 ACK_SUFFIX = ".ack"
 
@@ -49,38 +41,26 @@ def encode(uid: str, body: bytes) -> bytes:
     u = uid.encode("ascii")
     if not 0 < len(u) < 256:
         raise ValueError("uid length must be 1..255")
-    payload = b"".join((bytes((len(u),)), u, body))
-    return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
+    return records.frame(b"".join((bytes((len(u),)), u, body)))
+
+
+def _parse(offset: int, payload: bytes) -> Record | None:
+    if len(payload) < 2:
+        return None
+    ulen = payload[0]
+    if ulen == 0 or 1 + ulen > len(payload):
+        return None
+    try:
+        uid = payload[1:1 + ulen].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return Record(offset, uid, offset + records.HEAD.size + 1 + ulen, payload[1 + ulen:])
 
 
 def read_records(path: Path) -> tuple[list[Record], int]:
     """The intact records of a segment and the number of trailing bytes ignored (torn)."""
-    out: list[Record] = []
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        if f.read(len(MAGIC)) != MAGIC:
-            return out, size  # created, but the magic never reached the disk
-        pos = len(MAGIC)
-        while True:
-            head = f.read(_HEAD.size)
-            if len(head) < _HEAD.size:
-                break
-            length, crc = _HEAD.unpack(head)
-            if length < 2 or length > MAX_RECORD or pos + _HEAD.size + length > size:
-                break
-            payload = f.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                break
-            ulen = payload[0]
-            if ulen == 0 or 1 + ulen > length:
-                break
-            try:
-                uid = payload[1:1 + ulen].decode("ascii")
-            except UnicodeDecodeError:
-                break
-            out.append(Record(pos, uid, pos + _HEAD.size + 1 + ulen, payload[1 + ulen:]))
-            pos += _HEAD.size + length
-    return out, size - pos
+    scan = records.Scan(path, _parse, MAGIC)
+    return list(scan), scan.torn
 
 
 def read_acks(path: Path) -> set[int]:
@@ -95,7 +75,6 @@ def read_acks(path: Path) -> set[int]:
         if line.isdigit():
             out.add(int(line))
     return out
-
 
 
 def segment_paths(directory: Path) -> list[tuple[int, Path]]:
@@ -122,44 +101,31 @@ class SegmentFile:
     def __init__(self, seq: int, path: Path, *, create: bool, sync: bool) -> None:
         self.seq = seq
         self.path = path
-        self.size = 0
-        self._wfd = -1
         self._rfd = -1
         self._afd = -1
-        if create:
-            self._wfd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-            try:
-                self.append(MAGIC)
-                if sync:
-                    # The file and its directory entry must be durable before anything in
-                    # it is acknowledged.
-                    os.fsync(self._wfd)
-                    fsync_dir(path.parent)
-            except BaseException:
-                self.close()
-                raise
-        else:
-            self.size = os.path.getsize(path)
+        self._writer = records.Appender(path, MAGIC, sync=sync) if create else None
+        self._size = 0 if create else os.path.getsize(path)
+
+    @property
+    def size(self) -> int:
+        return self._writer.size if self._writer is not None else self._size
 
     @property
     def writable(self) -> bool:
-        return self._wfd >= 0
+        return self._writer is not None and self._writer.writable
 
     def append(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self._wfd, view)
-            view = view[n:]
-            self.size += n
+        assert self._writer is not None
+        self._writer.append(data)
 
     def sync(self) -> None:
-        os.fdatasync(self._wfd)
+        assert self._writer is not None
+        self._writer.sync()
 
     def seal(self) -> None:
         """No more appends (the writer moved on to a new segment)."""
-        if self._wfd >= 0:
-            os.close(self._wfd)
-            self._wfd = -1
+        if self._writer is not None:
+            self._writer.close()
 
     def read(self, offset: int, length: int) -> bytes:
         if self._rfd < 0:
@@ -180,7 +146,8 @@ class SegmentFile:
             view = view[os.write(self._afd, view):]
 
     def close(self) -> None:
-        for name in ("_wfd", "_rfd", "_afd"):
+        self.seal()
+        for name in ("_rfd", "_afd"):
             fd = getattr(self, name)
             if fd >= 0:
                 os.close(fd)

@@ -5,15 +5,15 @@ MergeTree; `batch_size` rows or `batch_interval` seconds, whichever comes first,
 large and latency bounded.
 
 Why commit after the insert: an entry leaves the durable intake queue only once every row it
-produced (fastpath, and obs_openvpn for openvpn) is in the database. A failed insert
-(DatabaseError / DatabaseUnavailable) is retried with exponential back-off up to
-`retry_max` between tries and never dropped; meanwhile rows wait here, the pool stops
-dispatching (`wait_for_room`), the intake queue fills and the feeder answers 503.
+produced (fastpath, and obs_openvpn for openvpn) is in the database. A failed insert is
+retried with exponential back-off up to `retry_max` between tries and never dropped
+(workers/batch_insert.py); meanwhile rows wait here, the pool stops dispatching
+(`wait_for_room`), the intake queue fills and the feeder answers 503.
 
 One exception to "retry forever": when ClickHouse says the *data* is invalid (parse / type
-errors), or a row cannot even be encoded, retrying the same rows cannot succeed, so the
-batch is split in halves until the offending measurement is isolated, and that one is
-handed to `on_rejected` (quarantine).
+errors), or a row cannot even be encoded, the batch is split in halves (of its measurements)
+until the offending measurement is isolated, and that one is handed to `on_rejected`
+(quarantine).
 
 No duplicates across a crash: every insert carries ClickHouse's `insert_deduplication_token`,
 one per batch (split halves derive theirs: `<token>.0`, `<token>.1`), recorded with the
@@ -37,7 +37,8 @@ from itertools import chain
 from typing import Any, Generic, Protocol, TypeVar
 
 from oonibackend.metrics import Metrics
-from oonibackend.storage import Database, DatabaseError, DatabaseUnavailable
+from oonibackend.storage import Database, DatabaseError
+from workers.batch_insert import RetryingInsert, is_data_error
 from workers.intake.batches import BatchJournal, Group, Manifest, encode
 
 log = logging.getLogger("workers.intake.sink")
@@ -45,12 +46,6 @@ log = logging.getLogger("workers.intake.sink")
 Row = dict[str, Any]
 Rows = dict[str, list[Row]]
 
-# ClickHouse error codes meaning "these values cannot go into this table".
-DATA_ERROR_CODES = frozenset({
-    6, 25, 26, 27, 32, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 691,
-})
-# Tries of a batch failing with a data error before it is split.
-DATA_ERROR_TRIES = 2
 # ClickHouse's UNKNOWN_SETTING: a server older than 22.2 has no insert_deduplication_token.
 UNKNOWN_SETTING = 115
 TOKEN_SETTING = "insert_deduplication_token"
@@ -77,10 +72,6 @@ def uid_time(uid: str) -> float | None:
     return t.timestamp()
 
 
-def is_data_error(e: DatabaseError) -> bool:
-    return not isinstance(e, DatabaseUnavailable) and getattr(e, "code", None) in DATA_ERROR_CODES
-
-
 def new_token() -> str:
     """A batch's deduplication token: unique, so no other batch is ever dropped for it."""
     return secrets.token_hex(16)
@@ -96,6 +87,10 @@ class _Batch(Generic[T]):
     manifest: Manifest | None = None  # its journal file (None: not recorded)
     group: Group | None = None  # its entry in that file
     rewrite: bool = False  # replayed with fewer entries than recorded: record it first
+    done: set[str] = field(init=False)  # tables that have these rows now
+
+    def __post_init__(self) -> None:
+        self.done = set(self.skip)
 
 
 @dataclass(eq=False, slots=True)
@@ -109,7 +104,10 @@ class _Replay(Generic[T]):
     changed: bool = False
 
 
-class Sink(Generic[T]):
+class Sink(RetryingInsert[_Batch[T]]):
+    data_tries = 2  # a data error may be a fluke of the moment: one more try before splitting
+    sturdy = True  # never let the sink die: a bug is retried like an outage
+
     def __init__(self, db: Database, *, batch_size: int, batch_interval: float,
                  retry_max: float, metrics: Metrics,
                  on_committed: Callable[[list[T]], object],
@@ -291,7 +289,7 @@ class Sink(Generic[T]):
                     await self._record(batch)
                 elif batch.rewrite:
                     await self._rewrite(batch)
-                await self._deliver(batch)
+                await self.deliver(batch)
             except Exception:  # a callback failed; the entries stay queued for a restart
                 log.exception("batch abandoned", extra={"items": len(batch.items)})
             finally:
@@ -330,75 +328,32 @@ class Sink(Generic[T]):
         self._first_at = time.monotonic()
         return batch
 
-    async def _deliver(self, batch: _Batch[T]) -> None:
-        """Insert until it works; split batches whose data cannot go into the table."""
-        delay = self.retry_min
-        data_errors = 0
-        done: set[str] = set(batch.skip)
-        while True:
-            try:
-                await self._insert(batch, done)
-                break
-            except (DatabaseError, TypeError, ValueError) as e:
-                if self._token_unsupported(e):
-                    continue
-                # TypeError / ValueError: a row that cannot even be encoded (a bug upstream).
-                data = not isinstance(e, DatabaseError) or is_data_error(e)
-                self._metrics.inc("insert_failures_total", help="Failed database inserts "
-                                  "(retried)", kind="data" if data else "other")
-                if data:
-                    data_errors += 1
-                    if data_errors >= DATA_ERROR_TRIES:
-                        await self._split(batch, done, e)
-                        return
-                log.warning("database insert failed, retrying",
-                            extra={"error": str(e), "rows": sum(n for _, _, n in batch.items),
-                                   "retry_in": delay})
-            except Exception as e:  # never let the sink die: retry like an outage
-                log.exception("unexpected insert error, retrying", extra={"retry_in": delay})
-                self._metrics.inc("insert_failures_total", kind=type(e).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max)
-        items = [item for item, _, _ in batch.items]
-        self._observe_lag(items)
-        self._on_committed(items)
-        self._finished(batch)
+    # -- inserting (RetryingInsert) ------------------------------------------------------------
 
-    def _token_unsupported(self, e: Exception) -> bool:
+    async def _insert(self, batch: _Batch[T]) -> None:
+        try:
+            await self._insert_tables(batch)
+        except DatabaseError as e:
+            if not self._token_unsupported(e):
+                raise
+            await self._insert_tables(batch)
+
+    def _token_unsupported(self, e: DatabaseError) -> bool:
         """A server without insert_deduplication_token (ClickHouse < 22.2): go on without
         (at-least-once, as before), once."""
-        if (self.dedup and isinstance(e, DatabaseError)
-                and getattr(e, "code", None) == UNKNOWN_SETTING and TOKEN_SETTING in str(e)):
+        if (self.dedup and getattr(e, "code", None) == UNKNOWN_SETTING
+                and TOKEN_SETTING in str(e)):
             self.dedup = False
             log.warning("the database has no insert_deduplication_token: batches replayed "
                         "after a crash may be stored twice until merged")
             return True
         return False
 
-    async def _split(self, batch: _Batch[T], done: set[str], e: Exception) -> None:
-        items = batch.items
-        if len(items) > 1:
-            mid = len(items) // 2
-            skip = frozenset(done)  # what the whole batch inserted stays inserted
-            halves = [_Batch(f"{batch.token}.{i}", part, skip)
-                      for i, part in enumerate((items[:mid], items[mid:]))]
-            await self._record_split(batch, halves)
-            for half in halves:
-                await self._deliver(half)
-            return
-        item = items[0][0]
-        log.error("database rejects the rows of a measurement",
-                  extra={"uid": item.uid, "error": str(e)})
-        if self._on_rejected is None:
-            raise e
-        await self._on_rejected(item, f"rows rejected by the database: {e}")
-        self._finished(batch)
-
-    async def _insert(self, batch: _Batch[T], done: set[str]) -> None:
+    async def _insert_tables(self, batch: _Batch[T]) -> None:
         tables: dict[str, list[Row]] = {}
         for _, rows, _ in batch.items:
             for table, trows in rows.items():
-                if trows and table not in done:
+                if trows and table not in batch.done:
                     tables.setdefault(table, []).extend(trows)
         settings = {TOKEN_SETTING: batch.token} if self.dedup else None
         for table, trows in tables.items():
@@ -409,7 +364,48 @@ class Sink(Generic[T]):
                                   help="Duration of one batch insert", table=table)
             self._metrics.inc("rows_inserted_total", len(trows), help="Rows inserted",
                               table=table)
-            done.add(table)
+            batch.done.add(table)
+
+    def _failed(self, batch: _Batch[T], error: Exception, retry_in: float | None) -> None:
+        if not isinstance(error, DatabaseError | TypeError | ValueError):
+            log.exception("unexpected insert error, retrying", extra={"retry_in": retry_in})
+            self._metrics.inc("insert_failures_total", kind=type(error).__name__)
+            return
+        # TypeError / ValueError: a row that cannot even be encoded (a bug upstream).
+        data = not isinstance(error, DatabaseError) or is_data_error(error)
+        self._metrics.inc("insert_failures_total", help="Failed database inserts (retried)",
+                          kind="data" if data else "other")
+        if retry_in is not None:
+            log.warning("database insert failed, retrying",
+                        extra={"error": str(error),
+                               "rows": sum(n for _, _, n in batch.items),
+                               "retry_in": retry_in})
+
+    async def _halves(self, batch: _Batch[T]) -> list[_Batch[T]] | None:
+        items = batch.items
+        if len(items) < 2:
+            return None
+        mid = len(items) // 2
+        skip = frozenset(batch.done)  # what the whole batch inserted stays inserted
+        halves = [_Batch(f"{batch.token}.{i}", part, skip)
+                  for i, part in enumerate((items[:mid], items[mid:]))]
+        await self._record_split(batch, halves)
+        return halves
+
+    async def _reject(self, batch: _Batch[T], error: Exception) -> None:
+        item = batch.items[0][0]
+        log.error("database rejects the rows of a measurement",
+                  extra={"uid": item.uid, "error": str(error)})
+        if self._on_rejected is None:
+            raise error
+        await self._on_rejected(item, f"rows rejected by the database: {error}")
+        self._finished(batch)
+
+    def _inserted(self, batch: _Batch[T]) -> None:
+        items = [item for item, _, _ in batch.items]
+        self._observe_lag(items)
+        self._on_committed(items)
+        self._finished(batch)
 
     # -- the journal ---------------------------------------------------------------------------
 
