@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from oonibackend import refdata
+from oonibackend.exitcodes import EXIT_FAILED
+from oonibackend.jobharness import Job
 from oonibackend.storage import DatabaseError
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-PROG = "oonibackend bootstrap"
+JOB = Job("oonibackend bootstrap")
 # The public sources of the datasets whose command has no default one.
 TEST_LISTS_SOURCE = "https://github.com/citizenlab/test-lists.git"
 FINGERPRINTS_SOURCE = "https://github.com/ooni/blocking-fingerprints.git"
@@ -59,10 +61,12 @@ def _names(value: str) -> list[str]:
     return names
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "bootstrap", help="load every reference dataset (test lists, fingerprints, AS names, "
-                          "GeoIP) from its public source",
+        "bootstrap", parents=parents,
+        help="load every reference dataset (test lists, fingerprints, AS names, GeoIP) from "
+             "its public source",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", type=_names, metavar="NAME[,NAME]",
                    help=f"only these datasets ({', '.join(NAMES)})")
@@ -117,7 +121,9 @@ async def _test_lists(db: Any, cfg: Config, source: str, timeout: float, say: Sa
 
 
 async def _fingerprints(db: Any, cfg: Config, source: str, timeout: float, say: Say) -> str:
-    from workers.fingerprints_update import import_fingerprints, open_source, read_dir
+    from oonibackend.fingerprints.importer import import_fingerprints
+    from oonibackend.fingerprints.parse import read_dir
+    from oonibackend.fingerprints.source import open_source
 
     async with open_source(source, timeout) as src:
         fps = await asyncio.to_thread(read_dir, src)
@@ -136,7 +142,7 @@ async def _asnmeta(db: Any, cfg: Config, source: str, timeout: float, say: Say) 
 
 
 async def _geoip(db: Any, cfg: Config, source: str, timeout: float, say: Say) -> str:
-    from oonibackend import geoip_download as g
+    from oonibackend.geoip_download import importer as g
 
     g.check_template(source)
     months = g.candidate_months(None, dt.datetime.now(dt.UTC).date())
@@ -216,31 +222,23 @@ async def _run_steps(steps: list[Step], db: Any, cfg: Config, args: argparse.Nam
 
 async def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.timeout <= 0:
-        print(f"{PROG}: --timeout must be positive", file=sys.stderr)
-        return 2
+        return JOB.usage("--timeout must be positive")
     steps = plan(args, cfg)
     if not steps:
-        print(f"{PROG}: nothing selected (--only / --skip)", file=sys.stderr)
-        return 2
+        return JOB.usage("nothing selected (--only / --skip)")
     try:
         if any(s.needs_db for s in steps):
-            from oonibackend.cli_db import open_database
-            from oonibackend.storage.migrate import migrate
-
-            async with open_database(cfg) as db:
-                await migrate(db)  # a fresh data directory has no tables yet
+            async with JOB.database(cfg) as db:
                 failed = await _run_steps(steps, db, cfg, args)
         else:
             failed = await _run_steps(steps, None, cfg, args)
     except DatabaseError as e:
-        print(f"{PROG}: database error: {e}", file=sys.stderr)
-        return 1
+        return JOB.fail(f"database error: {e}")
     if failed:
-        print(f"{PROG}: {len(failed)} of {len(steps)} datasets failed (left as they were):",
-              file=sys.stderr)
+        JOB.fail(f"{len(failed)} of {len(steps)} datasets failed (left as they were):")
         for name, why in failed.items():
             print(f"  {name}: {why}", file=sys.stderr)
         print(f"retry with: oonibackend bootstrap --only {','.join(failed)}", file=sys.stderr)
-        return 1
-    print(f"{PROG}: done", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{JOB.prog}: done", file=sys.stderr)
     return 0

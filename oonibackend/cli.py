@@ -22,30 +22,37 @@ import logging
 import sys
 
 from oonibackend import __version__, config, logs
+from oonibackend.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
-# Command modules: each has add_parser(subparsers) setting `func` (sync or async, (args, cfg)).
-_COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db",
-             "oonibackend.citizenlab.cli", "workers.fingerprints_update", "workers.cli",
-             "oonibackend.upload.cli", "oonibackend.asnmeta.cli", "oonibackend.geoip_download",
-             "oonibackend.backup.cli", "oonibackend.rotation.cli", "oonibackend.detector.cli",
-             "oonibackend.accounts.cli", "oonibackend.bootstrap", "oonibackend.anonc.cli")
+# Every command module, in --help order: each has add_parser(subparsers, parents), which adds
+# its commands with `parents=parents` (the common options) and sets `func` (sync or async,
+# (args, cfg) -> exit status). All are imported at start: a module that fails to import stops
+# the CLI with its error instead of its commands quietly missing (tests/unit/test_cli.py).
+# Names, not imports: the fastpath's (`workers`) is a package of its own.
+COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db",
+            "oonibackend.citizenlab.cli", "oonibackend.fingerprints.cli", "workers.cli",
+            "oonibackend.upload.cli", "oonibackend.asnmeta.cli", "oonibackend.geoip_download.cli",
+            "oonibackend.backup.cli", "oonibackend.rotation.cli", "oonibackend.detector.cli",
+            "oonibackend.accounts.cli", "oonibackend.bootstrap", "oonibackend.anonc.cli")
 
 
 def datetime_arg(value: str):
     """argparse type for a time option: `YYYY-MM-DD` or ISO 8601 (`Z` or an offset), as a
     naive UTC datetime; the same parser as the API's `since`/`until`."""
-    from oonibackend.errors import APIError
-    from oonibackend.routes.params import parse_datetime
+    from oonibackend import validate
 
     try:
-        return parse_datetime(value, "time")
-    except APIError:
+        return validate.date_time(value, "time")
+    except validate.InvalidValue:
         raise argparse.ArgumentTypeError(f"not a date or ISO time: {value!r}") from None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def common_options() -> argparse.ArgumentParser:
+    """The options of every command and subcommand, for `parents=`."""
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--config", metavar="FILE", help="TOML config file (default: built-in defaults)")
     p.add_argument("--data-dir", metavar="DIR", help="data directory (default: ./var)")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,28 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"oonibackend {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in _COMMANDS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue  # command not built yet
-            raise
-        before = set(sub.choices)
-        mod.add_parser(sub)
-        for cmd in set(sub.choices) - before:
-            _common(sub.choices[cmd])
-            for nested in _subparsers(sub.choices[cmd]):
-                _common(nested)
+    parents = [common_options()]
+    for name in COMMANDS:
+        importlib.import_module(name).add_parser(sub, parents)
     return parser
-
-
-def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    out = []
-    for action in p._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            out.extend(action.choices.values())
-    return out
 
 
 def load_config(args: argparse.Namespace) -> config.Config:
@@ -96,12 +85,12 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(args)
     except config.ConfigError as e:
         print(f"oonibackend: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_CONFIG)
     logs.setup(cfg.logging.level, cfg.logging.format)
     func = getattr(args, "func", None)
     if func is None:
         print("oonibackend: missing subcommand (see --help)", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     try:
         rc = func(args, cfg)
         if asyncio.iscoroutine(rc):
@@ -109,9 +98,9 @@ def main(argv: list[str] | None = None) -> None:
 
             rc = uvloop.run(rc)
     except KeyboardInterrupt:
-        rc = 130
+        rc = EXIT_INTERRUPTED
     except Exception as e:  # a clear message, the traceback only in the debug log
         logging.getLogger("oonibackend").debug("command failed", exc_info=True)
         print(f"oonibackend: error: {e}", file=sys.stderr)
-        rc = 1
+        rc = EXIT_FAILED
     sys.exit(rc or 0)

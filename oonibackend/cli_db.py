@@ -1,61 +1,40 @@
-"""`oonibackend db migrate` and `oonibackend db exec FILE.sql`.
+"""`oonibackend db migrate` and `oonibackend db exec FILE.sql`, on the database a job opens
+(oonibackend/jobharness.py: the running owner's, or chdb itself under the owner lock).
 
-With the embedded driver a job must not open chdb while the owner runs (one process per
-directory): if the owner lock is free the job opens chdb itself and holds the lock until it
-ends; otherwise it goes through the running owner's HTTP interface. Other drivers connect
-to the configured server.
+Exit status: 0 done, 1 failed (database unavailable, a statement failed), 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oonibackend import storage
+from oonibackend.jobharness import Job, open_database
 from oonibackend.storage import Database, DatabaseError, DatabaseUnavailable, sql
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
+JOB = Job("oonibackend db")
+EXEC = Job("oonibackend db exec")
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("db", help="database schema and maintenance",
+
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("db", parents=parents, help="database schema and maintenance",
                               description="Apply migrations or run SQL against the database.")
     sub = p.add_subparsers(dest="db_command", metavar="DB_COMMAND")
     sub.required = True
-    m = sub.add_parser("migrate", help="apply pending schema migrations",
+    m = sub.add_parser("migrate", parents=parents, help="apply pending schema migrations",
                        description="Apply pending schema migrations; prints applied versions.")
     m.set_defaults(func=run_db, db_command="migrate")
-    e = sub.add_parser("exec", help="run the statements of a .sql file",
+    e = sub.add_parser("exec", parents=parents, help="run the statements of a .sql file",
                        description="Run each statement of FILE; SELECT results are printed "
                                    "as JSON lines on stdout.")
     e.add_argument("file", metavar="FILE.sql", help="SQL file ('-' for stdin)")
     e.set_defaults(func=run_db, db_command="exec")
-
-
-@contextlib.asynccontextmanager
-async def open_database(cfg: Config) -> AsyncIterator[Database]:
-    """The database for an offline job; chdb in-process only while holding the owner lock."""
-    fd = None
-    if cfg.database.driver == "embedded":
-        from oonibackend.storage import owner
-
-        fd = owner.try_lock(cfg)
-    db: Database = storage.connect(cfg, direct=fd is not None)
-    try:
-        yield db
-    finally:
-        try:
-            await db.close()
-        finally:
-            if fd is not None:
-                from oonibackend.storage import owner
-
-                owner.release_lock(fd)
 
 
 def _where(cfg: Config) -> str:
@@ -75,12 +54,11 @@ async def _migrate(db: Database) -> int:
 
 async def _exec(db: Database, path: str) -> int:
     from oonibackend import jsonutil
-    from oonibackend.storage.chdb_local import statement_kind
 
     text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     for i, stmt in enumerate(sql.split_statements(text), 1):
         try:
-            if statement_kind(stmt) == "select":
+            if sql.statement_kind(stmt) == "select":
                 for row in await db.query(stmt):
                     sys.stdout.write(jsonutil.dumps(row).decode() + "\n")
             else:
@@ -88,8 +66,7 @@ async def _exec(db: Database, path: str) -> int:
         except DatabaseUnavailable:
             raise
         except DatabaseError as e:
-            print(f"oonibackend db exec: statement {i} failed: {e}", file=sys.stderr)
-            return 1
+            return EXEC.fail(f"statement {i} failed: {e}")
     sys.stdout.flush()
     return 0
 
@@ -97,8 +74,7 @@ async def _exec(db: Database, path: str) -> int:
 async def run_db(args: argparse.Namespace, cfg: Config) -> int:
     cmd = getattr(args, "db_command", None)
     if cmd == "exec" and args.file != "-" and not Path(args.file).is_file():
-        print(f"oonibackend db exec: no such file: {args.file}", file=sys.stderr)
-        return 2
+        return EXEC.usage(f"no such file: {args.file}")
     try:
         async with open_database(cfg) as db:
             if cmd == "migrate":
@@ -106,17 +82,7 @@ async def run_db(args: argparse.Namespace, cfg: Config) -> int:
             if cmd == "exec":
                 return await _exec(db, args.file)
     except DatabaseUnavailable as e:
-        print(f"oonibackend db: database unavailable ({_where(cfg)}): {e}", file=sys.stderr)
-        return 1
+        return JOB.fail(f"database unavailable ({_where(cfg)}): {e}")
     except DatabaseError as e:
-        print(f"oonibackend db: {e}", file=sys.stderr)
-        return 1
-    print("oonibackend db: missing subcommand (migrate or exec)", file=sys.stderr)
-    return 2
-
-
-def run(args: argparse.Namespace, cfg: Config) -> int:
-    """Synchronous wrapper of `run_db`."""
-    import asyncio
-
-    return asyncio.run(run_db(args, cfg))
+        return JOB.fail(str(e))
+    return JOB.usage("missing subcommand (migrate or exec)")

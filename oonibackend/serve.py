@@ -14,8 +14,8 @@ from oonibackend.exitcodes import EXIT_CANNOT_LISTEN
 log = logging.getLogger("oonibackend.serve")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the API server alone",
+def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", parents=parents, help="run the API server alone",
                        description="Serve every API route (probe services, submission, reads).")
     p.add_argument("--host", help="listen address (default from config: 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default from config: 8000)")

@@ -40,9 +40,9 @@ START_WINDOW = 10.0
 MAX_START_FAILURES = 3
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "run",
+        "run", parents=parents,
         help="run the whole backend on embedded defaults (foreground)",
         description="Start the database owner (chdb), the API and the fastpath; logs to "
         "stderr; stops cleanly on SIGTERM.",
@@ -51,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="API listen port (default 8000)")
     p.add_argument("--fastpath-port", type=int, help="fastpath feeder port (default 8472)")
     p.set_defaults(func=run)
-    o = sub.add_parser("db-owner", help="embedded database owner process (started by run)",
+    o = sub.add_parser("db-owner", parents=parents,
+                       help="embedded database owner process (started by run)",
                        description="Open the chdb directory and serve ClickHouse's HTTP "
                        "interface on loopback. `run` starts it; use it alone for debugging.")
     o.set_defaults(func=_db_owner)

@@ -45,9 +45,9 @@ def _daemon_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=daemon)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "fastpath", help="the fastpath daemon and tools (score, reprocess)",
+        "fastpath", parents=parents, help="the fastpath daemon and tools (score, reprocess)",
         description="Without a subcommand: the fastpath daemon (same as `fastpath serve`). "
         "It accepts measurements from the API on POST /<uid>, queues them durably, scores "
         "them in worker processes and inserts the rows into ClickHouse in batches.")
@@ -55,13 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tools = p.add_subparsers(dest="fastpath_command", metavar="SUBCOMMAND",
                              action=_SubcommandKeepsParentOptions)
 
-    s = tools.add_parser("serve", help="run the fastpath daemon (default)",
+    s = tools.add_parser("serve", parents=parents, help="run the fastpath daemon (default)",
                          description="Run the fastpath daemon in the foreground; SIGTERM "
                          "stops it cleanly.")
     _daemon_options(s)
 
     sc = tools.add_parser(
-        "score", help="score measurement files and print the rows (no database)",
+        "score", parents=parents, help="score measurement files and print the rows (no database)",
         description="Run the fastpath pipeline on files (measurement JSON, .post bodies, "
         "JSON lines, postcans, legacy cans) and print one JSON line per table row.")
     sc.add_argument("--fingerprints", metavar="DIR",
@@ -72,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sc.set_defaults(func=score)
 
     rp = tools.add_parser(
-        "reprocess", help="score archived measurements again into the database",
+        "reprocess", parents=parents, help="score archived measurements again into the database",
         description="Re-score the measurements of a date range from the bucket (or a local "
         "directory laid out like it) and insert the rows; duplicates collapse in "
         "ClickHouse.")

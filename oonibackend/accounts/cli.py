@@ -6,20 +6,24 @@ How the first admin comes to be: nothing else can grant a role before an admin e
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
 
 from oonibackend.accounts.ids import account_id, normalize_email
 from oonibackend.accounts.tokens import ROLES
+from oonibackend.jobharness import Job
 from oonibackend.storage import DatabaseError
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
+JOB = Job("oonibackend account-role")
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "account-role", help="show or set the role of an account (e.g. the first admin)",
+        "account-role", parents=parents,
+        help="show or set the role of an account (e.g. the first admin)",
         description="Show the role of the account of EMAIL, or set it with --role. The email "
         "address is only hashed (with accounts.hashing_key), never stored. A new role takes "
         "effect at the account's next login.")
@@ -30,24 +34,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 async def run(args: argparse.Namespace, cfg: Config) -> int:
     from oonibackend.accounts.store import AccountStore
-    from oonibackend.cli_db import open_database
-    from oonibackend.storage.migrate import migrate
 
     email = normalize_email(args.email)
     if email is None:
-        print(f"oonibackend account-role: invalid email address {args.email!r}",
-              file=sys.stderr)
-        return 2
+        return JOB.usage(f"invalid email address {args.email!r}")
     account = account_id(email, cfg.account_hashing_key())
     try:
-        async with open_database(cfg) as db:
-            await migrate(db)
+        async with JOB.database(cfg) as db:
             store = AccountStore(db)
             if args.role:
                 await store.set_role(account, args.role)
             role = await store.role(account)
     except DatabaseError as e:
-        print(f"oonibackend account-role: {e}", file=sys.stderr)
-        return 1
-    print(f"{email} (account {account}): {role or 'no role set (user)'}")
+        return JOB.fail(str(e))
+    JOB.say(f"{email} (account {account}): {role or 'no role set (user)'}")
     return 0

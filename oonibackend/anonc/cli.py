@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import TYPE_CHECKING, Any
+
+from oonibackend.jobharness import Job
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
+JOB = Job("oonibackend anonc-rotate")
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "anonc-rotate", help="rotate the anonymous-credential keys (new manifest version)",
+        "anonc-rotate", parents=parents,
+        help="rotate the anonymous-credential keys (new manifest version)",
         description="Generate new anonymous-credential keys and publish a new manifest "
         "version with the configured submission policy ([anonc] policy) into "
         "[anonc] manifest_file / secret_key_file. The running API picks it up within "
@@ -42,8 +47,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             with open(args.policy, "rb") as f:
                 policy = json.load(f)
         except (OSError, ValueError) as e:
-            print(f"oonibackend anonc-rotate: cannot read {args.policy}: {e}", file=sys.stderr)
-            return 2
+            return JOB.usage(f"cannot read {args.policy}: {e}")
     try:
         before = keys.load(cfg).manifest.version
     except keys.KeyFileError:
@@ -51,9 +55,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         creds = keys.publish(cfg, new_keys=not args.policy_only, policy=policy)
     except keys.KeyFileError as e:
-        print(f"oonibackend anonc-rotate: {e}", file=sys.stderr)
-        return 1
+        return JOB.fail(str(e))
     m_path, _ = keys.paths(cfg)
-    print(f"manifest version {creds.manifest.version} written to {m_path}"
-          + (f" (was {before})" if before else ""))
+    JOB.say(f"manifest version {creds.manifest.version} written to {m_path}"
+            + (f" (was {before})" if before else ""))
     return 0

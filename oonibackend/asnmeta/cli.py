@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -18,14 +17,16 @@ from oonibackend import jobmetrics
 from oonibackend.asnmeta.importer import BATCH_SIZE, ImportStats, import_asnmeta
 from oonibackend.asnmeta.parse import MAX_INVALID_FRACTION, FormatError
 from oonibackend.asnmeta.source import DEFAULT_TIMEOUT, SourceError, display, iter_source
+from oonibackend.exitcodes import EXIT_FAILED
+from oonibackend.jobharness import Job
 from oonibackend.storage import DatabaseError
 from oonibackend.storage.swap import ImportRefused
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-PROG = "oonibackend update-asnmeta"
-JOB = "asnmeta"
+JOB = Job("oonibackend update-asnmeta")
+METRICS = "asnmeta"
 log = logging.getLogger("oonibackend.asnmeta")
 
 DESCRIPTION = """\
@@ -47,9 +48,11 @@ entries invalid is refused, as is one that would shrink the table below half its
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "update-asnmeta", help="import the AS-to-organisation history into the database",
+        "update-asnmeta", parents=parents,
+        help="import the AS-to-organisation history into the database",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", metavar="URL_OR_FILE",
                    help="http(s) URL, file:// URL or path (default: [asnmeta] source)")
@@ -65,19 +68,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="rows per insert (default %(default)d)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="download time limit (default %(default)g)")
-    jobmetrics.add_option(p, "asnmeta")
+    jobmetrics.add_option(p, METRICS)
     p.set_defaults(func=run)
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 async def _import(args: argparse.Namespace, cfg: Config, source: str) -> ImportStats:
     from contextlib import aclosing
-
-    from oonibackend.cli_db import open_database
-    from oonibackend.storage.migrate import migrate
 
     async with aclosing(iter_source(source, max_bytes=cfg.asnmeta.max_bytes,
                                     timeout=args.timeout)) as chunks:
@@ -90,39 +86,36 @@ async def _import(args: argparse.Namespace, cfg: Config, source: str) -> ImportS
             async for data in chunks:
                 yield data
 
-        async with open_database(cfg) as db, aclosing(document()) as doc:
-            if not args.dry_run:
-                await migrate(db)  # a fresh data directory has no tables yet
+        async with JOB.database(cfg, migrate=not args.dry_run) as db, \
+                aclosing(document()) as doc:
             return await import_asnmeta(db, doc, force=args.force,
-                                        dry_run=args.dry_run, progress=_say,
+                                        dry_run=args.dry_run, progress=JOB.say,
                                         batch_size=args.batch_size,
                                         max_invalid=args.max_invalid)
 
 
 async def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.batch_size < 1 or not 0 <= args.max_invalid <= 1 or args.timeout <= 0:
-        print(f"{PROG}: --batch-size must be positive, --max-invalid within 0..1 and "
-              f"--timeout positive", file=sys.stderr)
-        return 2
+        return JOB.usage("--batch-size must be positive, --max-invalid within 0..1 and "
+                         "--timeout positive")
     source = args.source or cfg.asnmeta.source
     if not source:
-        print(f"{PROG}: no source (--source or [asnmeta] source)", file=sys.stderr)
-        return 2
+        return JOB.usage("no source (--source or [asnmeta] source)")
     t0 = time.monotonic()
     stats: ImportStats | None = None
-    _say(f"reading AS organisations from {display(source)}")
+    JOB.say(f"reading AS organisations from {display(source)}")
     try:
         stats = await _import(args, cfg, source)
     except (SourceError, FormatError, ImportRefused) as e:
-        print(f"{PROG}: {e}; nothing changed", file=sys.stderr)
+        JOB.fail(f"{e}; nothing changed")
     except DatabaseError as e:
-        print(f"{PROG}: database error, nothing changed: {e}", file=sys.stderr)
+        JOB.fail(f"database error, nothing changed: {e}")
     seconds = time.monotonic() - t0
     if not args.dry_run:
-        _write_metrics(args, cfg, stats, seconds)
+        JOB.write_metrics(args, cfg, METRICS, stats is not None, seconds, _metrics(stats))
     if stats is None:
-        return 1
-    _say(stats.summary())
+        return EXIT_FAILED
+    JOB.say(stats.summary())
     log.info("asnmeta import done", extra={"rows": stats.rows, "asns": stats.parsed.asns,
                                            "invalid": stats.parsed.invalid,
                                            "dry_run": args.dry_run,
@@ -130,18 +123,10 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _write_metrics(args: argparse.Namespace, cfg: Config, stats: ImportStats | None,
-                   seconds: float) -> None:
-
-    path = jobmetrics.path_for(args, cfg, JOB)
-    values: dict[str, tuple[str, float]] = {
+def _metrics(stats: ImportStats | None) -> dict[str, tuple[str, float]]:
+    return {
         "rows": ("Rows in asnmeta after the latest run (0 when it failed)",
                  stats.rows if stats else 0),
         "invalid_entries": ("Entries of the source skipped as invalid",
                             stats.parsed.invalid if stats else 0),
     }
-    try:
-        jobmetrics.write(path, JOB, stats is not None, seconds, values)
-    except OSError as e:
-        log.warning("cannot write the metrics file", extra={"path": str(path),
-                                                            "error": str(e)})

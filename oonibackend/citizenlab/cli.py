@@ -7,23 +7,25 @@ database error; the table is unchanged in every case), 2 bad usage.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
 
 from oonibackend.citizenlab.importer import ImportRefused, import_citizenlab
 from oonibackend.citizenlab.lists import ListError
 from oonibackend.citizenlab.source import DEFAULT_CLONE_TIMEOUT, SourceError, checkout
+from oonibackend.jobharness import Job
 from oonibackend.storage import DatabaseError
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-PROG = "oonibackend update-citizenlab"
+JOB = Job("oonibackend update-citizenlab")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "update-citizenlab", help="import the CitizenLab test lists into the database",
+        "update-citizenlab", parents=parents,
+        help="import the CitizenLab test lists into the database",
         description="Validate lists/<cc>.csv and lists/global.csv of a test-lists checkout "
                     "(a directory, or a git URL cloned with --depth 1) and atomically replace "
                     "the citizenlab table. Any invalid line aborts with file:line and leaves "
@@ -37,25 +39,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
 async def run(args: argparse.Namespace, cfg: Config) -> int:
-    from oonibackend.cli_db import open_database
-    from oonibackend.storage.migrate import migrate
-
     try:
         async with checkout(args.source, args.clone_timeout) as repo:
-            _say(f"reading test lists from {repo}")
-            async with open_database(cfg) as db:
-                await migrate(db)  # a fresh data directory has no tables yet
-                stats = await import_citizenlab(db, repo, force=args.force, progress=_say)
+            JOB.say(f"reading test lists from {repo}")
+            async with JOB.database(cfg) as db:
+                stats = await import_citizenlab(db, repo, force=args.force, progress=JOB.say)
     except (ListError, SourceError, ImportRefused) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
+        return JOB.fail(str(e))
     except DatabaseError as e:
-        print(f"{PROG}: database error, nothing changed: {e}", file=sys.stderr)
-        return 1
-    _say(stats.summary())
+        return JOB.fail(f"database error, nothing changed: {e}")
+    JOB.say(stats.summary())
     return 0

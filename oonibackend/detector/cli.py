@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import logging
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -18,14 +17,16 @@ from oonibackend import jobmetrics
 from oonibackend.cli import datetime_arg
 from oonibackend.detector import job
 from oonibackend.detector.job import Event, Stats
+from oonibackend.exitcodes import EXIT_FAILED, EXIT_LOCKED
 from oonibackend.fileutil import release_flock, try_flock
+from oonibackend.jobharness import Job
 from oonibackend.storage import DatabaseError
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-PROG = "oonibackend detect"
-JOB = "detect"
+JOB = Job("oonibackend detect")
+METRICS = "detect"
 log = logging.getLogger("oonibackend.detector")
 
 DESCRIPTION = """\
@@ -44,8 +45,10 @@ next run resumes from the watermark and writes the same events, without duplicat
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("detect", help="detect blocking events (change points)",
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("detect", parents=parents,
+                              help="detect blocking events (change points)",
                               description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true",
@@ -57,96 +60,75 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="end of the range, exclusive (default: now - delay_minutes)")
     p.add_argument("--batch-buckets", type=int, metavar="N",
                    help="buckets per batch (default: [detector] batch_buckets)")
-    jobmetrics.add_option(p, "detect")
+    jobmetrics.add_option(p, METRICS)
     p.set_defaults(func=run)
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def _show(e: Event) -> None:
     test_name, input_, cc, asn = e.key
     c = e.change
-    _say(f"event {c.time:%Y-%m-%dT%H:%M:%SZ} {test_name} {cc} AS{asn & 0xFFFFFFFF} "
-         f"{input_ or '-'} "
-         f"{c.old_status} -> {c.status} (detected in bucket {c.detected:%Y-%m-%dT%H:%M:%SZ})")
+    JOB.say(f"event {c.time:%Y-%m-%dT%H:%M:%SZ} {test_name} {cc} AS{asn & 0xFFFFFFFF} "
+            f"{input_ or '-'} {c.old_status} -> {c.status} "
+            f"(detected in bucket {c.detected:%Y-%m-%dT%H:%M:%SZ})")
 
 
 async def _detect(args: argparse.Namespace, cfg: Config) -> Stats:
-    from oonibackend.cli_db import open_database
-    from oonibackend.storage.migrate import migrate
-
     c = cfg.detector
-    async with open_database(cfg) as db:
-        if not args.dry_run:
-            await migrate(db)  # a fresh data directory has no tables yet
+    async with JOB.database(cfg, migrate=not args.dry_run) as db:
         present = await job.existing_tables(db)
         watermark = await job.read_watermark(db) if "detector_state" in present else None
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         start, end = job.plan(c, now, watermark, args.since, args.until)
         if start >= end:
-            _say(f"nothing to do: up to date until {end:%Y-%m-%dT%H:%MZ}")
+            JOB.say(f"nothing to do: up to date until {end:%Y-%m-%dT%H:%MZ}")
             return Stats(since=start, until=end)
-        return await job.detect(db, c, start, end, dry_run=args.dry_run, progress=_say,
+        return await job.detect(db, c, start, end, dry_run=args.dry_run, progress=JOB.say,
                                 on_event=_show if args.dry_run else lambda _: None)
 
 
 async def run(args: argparse.Namespace, cfg: Config) -> int:
     if args.batch_buckets is not None:
         if args.batch_buckets < 1:
-            print(f"{PROG}: --batch-buckets must be positive", file=sys.stderr)
-            return 2
+            return JOB.usage("--batch-buckets must be positive")
         cfg.detector = dataclasses.replace(cfg.detector, batch_buckets=args.batch_buckets)
     try:
         job.validate(cfg.detector)
     except ValueError as e:
-        print(f"{PROG}: bad [detector] configuration: {e}", file=sys.stderr)
-        return 2
+        return JOB.usage(f"bad [detector] configuration: {e}")
     if args.since and args.until and args.since >= args.until:
-        print(f"{PROG}: --since must be before --until", file=sys.stderr)
-        return 2
+        return JOB.usage("--since must be before --until")
     lock_path = cfg.path("detect.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = None if args.dry_run else try_flock(lock_path, write_pid=True)
     if fd is None and not args.dry_run:
-        print(f"{PROG}: another detect run is in progress ({lock_path})", file=sys.stderr)
-        return 3
+        return JOB.fail(f"another detect run is in progress ({lock_path})", EXIT_LOCKED)
     t0 = time.monotonic()
     stats: Stats | None = None
     try:
         stats = await _detect(args, cfg)
     except DatabaseError as e:
-        print(f"{PROG}: database error: {e}; the next run resumes from the watermark",
-              file=sys.stderr)
+        JOB.fail(f"database error: {e}; the next run resumes from the watermark")
     finally:
         if fd is not None:
             release_flock(fd)
     seconds = time.monotonic() - t0
     if not args.dry_run:
-        _write_metrics(args, cfg, stats, seconds)
+        JOB.write_metrics(args, cfg, METRICS, stats is not None, seconds, _metrics(stats))
     if stats is None:
-        return 1
-    _say(f"done: {stats.batches} batches, {stats.rows} measurements, {stats.series} series "
-         f"updated, {stats.events} events" + (" (dry run)" if args.dry_run else ""))
+        return EXIT_FAILED
+    JOB.say(f"done: {stats.batches} batches, {stats.rows} measurements, {stats.series} series "
+            f"updated, {stats.events} events" + (" (dry run)" if args.dry_run else ""))
     log.info("detect done", extra={"batches": stats.batches, "rows": stats.rows,
                                    "series": stats.series, "events": stats.events,
                                    "dry_run": args.dry_run, "seconds": round(seconds, 3)})
     return 0
 
 
-def _write_metrics(args: argparse.Namespace, cfg: Config, stats: Stats | None,
-                   seconds: float) -> None:
-    path = jobmetrics.path_for(args, cfg, JOB)
-    values: dict[str, tuple[str, float]] = {
+def _metrics(stats: Stats | None) -> dict[str, tuple[str, float]]:
+    return {
         "series": ("Series updated by the latest detect run", stats.series if stats else 0),
         "events": ("Blocking events written by the latest detect run",
                    stats.events if stats else 0),
         "rows": ("Fastpath measurements read by the latest detect run",
                  stats.rows if stats else 0),
     }
-    try:
-        jobmetrics.write(path, JOB, stats is not None, seconds, values)
-    except OSError as e:
-        log.warning("cannot write the metrics file", extra={"path": str(path),
-                                                            "error": str(e)})

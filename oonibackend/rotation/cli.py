@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import sys
 import time
 from typing import TYPE_CHECKING
 
 from oonibackend import jobmetrics
 from oonibackend.cli import datetime_arg
+from oonibackend.exitcodes import EXIT_LOCKED
 from oonibackend.fileutil import release_flock, try_flock
+from oonibackend.jobharness import Job, open_database
 from oonibackend.rotation import rotate
 from oonibackend.rotation.journal import JournalError
 from oonibackend.rotation.provider import ProviderError
@@ -25,8 +26,8 @@ from oonibackend.storage import DatabaseError
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-PROG = "oonibackend rotate"
-JOB = "rotate"
+JOB = Job("oonibackend rotate")
+METRICS = "rotate"
 log = logging.getLogger("oonibackend.rotation")
 
 DESCRIPTION = """\
@@ -45,25 +46,18 @@ one, never duplicated.
 """
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("rotate", help="create, drain and destroy test-helper hosts",
+def add_parser(subparsers: argparse._SubParsersAction,
+               parents: list[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("rotate", parents=parents,
+                              help="create, drain and destroy test-helper hosts",
                               description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (create/drain/destroy); change nothing")
-    jobmetrics.add_option(p, "rotate")
+    jobmetrics.add_option(p, METRICS)
     # Tests and drills: the current time, to age hosts without waiting.
     p.add_argument("--now", type=datetime_arg, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _fail(msg: str, code: int) -> int:
-    print(f"{PROG}: {msg}", file=sys.stderr)
-    return code
 
 
 def read_token(cfg: Config) -> str:
@@ -84,7 +78,6 @@ def read_token(cfg: Config) -> str:
 
 
 async def run(args: argparse.Namespace, cfg: Config) -> int:
-    from oonibackend.cli_db import open_database
     from oonibackend.rotation.digitalocean import DigitalOcean
 
     rc = cfg.rotation
@@ -94,28 +87,29 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
         user_data = cfg.path(rc.user_data_file).read_text(encoding="utf-8") \
             if rc.user_data_file else ""
     except ValueError as e:
-        return _fail(f"bad [rotation] configuration: {e}", 2)
+        return JOB.usage(f"bad [rotation] configuration: {e}")
     except OSError as e:
-        return _fail(f"cannot read user_data_file: {e}", 2)
+        return JOB.usage(f"cannot read user_data_file: {e}")
     workdir = cfg.path("rotation")
     workdir.mkdir(parents=True, exist_ok=True)
     lock = None
     if not args.dry_run:
         lock = try_flock(workdir / "rotate.lock", write_pid=True)
         if lock is None:
-            return _fail(f"another rotate run is in progress ({workdir / 'rotate.lock'})", 3)
+            return JOB.fail(f"another rotate run is in progress ({workdir / 'rotate.lock'})",
+                            EXIT_LOCKED)
     now = args.now or dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     provider = DigitalOcean(rc.api_url, token, timeout=max(30.0, rc.check_timeout))
     rotator = rotate.Rotator(rc, provider, lambda: open_database(cfg),
-                             workdir / "pending.json", now=now, say=_say, user_data=user_data)
+                             workdir / "pending.json", now=now, say=JOB.say, user_data=user_data)
     t0 = time.monotonic()
     error = ""
     try:
         plan = await rotator.plan(dry_run=args.dry_run)
         for line in plan.describe():
-            _say(("plan: " if args.dry_run else "") + line)
+            JOB.say(("plan: " if args.dry_run else "") + line)
         if args.dry_run:
-            _say("dry run: nothing changed")
+            JOB.say("dry run: nothing changed")
             return 0
         await rotator.apply(plan)
     except (ProviderError, RotationError, DatabaseError, JournalError) as e:
@@ -126,12 +120,13 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
             release_flock(lock)
     seconds = time.monotonic() - t0
     result = rotator.result
-    _write_metrics(args, cfg, result, not error, seconds)
+    # Written after failures too: what the run did before failing.
+    JOB.write_metrics(args, cfg, METRICS, not error, seconds, _metrics(result))
     if error:
         log.error("rotate failed", extra={"error": error, "seconds": round(seconds, 3)})
-        return _fail(error, 1)
+        return JOB.fail(error)
     assert result is not None
-    _say(f"done: {result.live} live, {result.created} created, {result.drained} drained, "
+    JOB.say(f"done: {result.live} live, {result.created} created, {result.drained} drained, "
          f"{result.destroyed} destroyed, {result.forgotten} forgotten"
          + (f", {result.orphans} orphan droplet(s)" if result.orphans else ""))
     # Prefixed: "created" would clash with the LogRecord attribute of that name.
@@ -140,11 +135,8 @@ async def run(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _write_metrics(args: argparse.Namespace, cfg: Config, r: Result | None, ok: bool,
-                   seconds: float) -> None:
-    """Written after failures too: what the run did before failing."""
-    path = jobmetrics.path_for(args, cfg, JOB)
-    values: dict[str, tuple[str, float]] = {
+def _metrics(r: Result | None) -> dict[str, tuple[str, float]]:
+    return {
         "live": ("Live test helpers after the latest rotate run", r.live if r else float("nan")),
         "created": ("Test helpers created by the latest rotate run", r.created if r else 0),
         "drained": ("Test helpers drained by the latest rotate run", r.drained if r else 0),
@@ -153,8 +145,3 @@ def _write_metrics(args: argparse.Namespace, cfg: Config, r: Result | None, ok: 
         "orphans": ("Droplets with the rotation's name prefix in no table row",
                     r.orphans if r else float("nan")),
     }
-    try:
-        jobmetrics.write(path, JOB, ok, seconds, values)
-    except OSError as e:
-        log.warning("cannot write the metrics file", extra={"path": str(path),
-                                                            "error": str(e)})

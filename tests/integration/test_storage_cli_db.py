@@ -24,7 +24,7 @@ SELECT count() AS n FROM test_groups;
 def parse(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
-    cli_db.add_parser(sub)
+    cli_db.add_parser(sub, [])
     return p.parse_args(list(argv))
 
 

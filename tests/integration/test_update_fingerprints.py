@@ -11,17 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from oonibackend.fingerprints.importer import import_fingerprints
+from oonibackend.fingerprints.parse import FingerprintError, read_dir
 from oonibackend.storage.http import HTTPDatabase
 from oonibackend.storage.migrate import migrate
+from oonibackend.storage.swap import ImportRefused
 from tests.clickhouse_server import OwnerProcess
 from tests.conftest import SAMPLES
 from tests.unit.test_fingerprints_update import DNS, HTTP, write_dir
-from workers.fingerprints_update import (
-    FingerprintError,
-    ImportRefused,
-    import_fingerprints,
-    read_dir,
-)
 
 # The real command line.
 OONIBACKEND = [sys.executable, "-m", "oonibackend"]

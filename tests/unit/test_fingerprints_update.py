@@ -10,16 +10,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from oonibackend.fingerprints.parse import HEADER, FingerprintError, parse_csv, read_dir
+from oonibackend.fingerprints.source import download_dir, is_git_url, open_source
 from tests.conftest import SAMPLES
-from workers.fingerprints_update import (
-    HEADER,
-    FingerprintError,
-    download_dir,
-    is_git_url,
-    open_source,
-    parse_csv,
-    read_dir,
-)
 
 DNS = [["ooni.by_4", "isp", "cl.dns_isp_by_mts", "dns", "full", "134.17.0.7", "5", "BY",
         "ooni", "", ""],

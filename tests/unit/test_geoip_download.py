@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from oonibackend.geoip import GeoIP
-from oonibackend.geoip_download import (
+from oonibackend.geoip_download.importer import (
     DownloadError,
     candidate_months,
     check_template,

@@ -1,4 +1,4 @@
-"""`oonibackend download-geoip [--source URL_TEMPLATE] [--month YYYY-MM] [--dry-run]`.
+"""Fetch, verify and install the monthly GeoIP databases (`download-geoip`).
 
 Fetches the monthly country and ASN databases (db-ip "lite" by default:
 `dbip-country-lite-YYYY-MM.mmdb.gz`, `dbip-asn-lite-YYYY-MM.mmdb.gz`), decompresses each
@@ -7,31 +7,23 @@ right type and answers lookups of well-known addresses), and only then moves it 
 `geoip.cc_db` / `geoip.asn_db` with `os.replace` (file and directory fsynced). A running API
 notices the new files within `geoip.reload_interval` seconds (see oonibackend/geoip.py).
 Until the current month's files are published the previous month's are used.
-
-Exit status: 0 replaced (or, with --dry-run, valid), 1 failed (the live files are untouched
-and the temporary files removed), 2 bad usage.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
-import logging
 import os
 import re
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oonibackend import jobmetrics
+from oonibackend import validate
 from oonibackend.asnmeta.source import (
     DEFAULT_TIMEOUT,
-    SourceError,
     SourceNotFound,
     display,
     iter_source,
@@ -41,8 +33,6 @@ from oonibackend.fileutil import fsync_dir, release_flock, try_flock
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-PROG = "oonibackend download-geoip"
-JOB = "geoip"
 KINDS = ("country", "asn")
 # The file names of a directory source (db-ip's names).
 DEFAULT_NAME = "dbip-{kind}-lite-{month}.mmdb.gz"
@@ -51,9 +41,7 @@ VERIFY_ADDRESSES = ("8.8.8.8", "1.1.1.1")
 MAX_BYTES = 512 * 1024 * 1024  # one decompressed database
 MIN_RATIO = 0.5  # a new file below half the size of the live one is refused unless forced
 _MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])", re.ASCII)
-_CC = re.compile(r"[A-Z]{2}", re.ASCII)
 
-log = logging.getLogger("oonibackend.geoip")
 Progress = Callable[[str], None]
 
 
@@ -140,7 +128,7 @@ def verify(path: Path, kind: str) -> DbInfo:
                 raise DownloadError(f"lookup of {ip} failed: {e}") from e
             if kind == "country":
                 cc = country_of(rec)
-                if cc is None or not _CC.fullmatch(cc):
+                if not validate.is_country_code(cc, case="upper"):
                     raise DownloadError(f"no country for {ip}")
             else:
                 asn, _ = as_of(rec)
@@ -268,95 +256,3 @@ async def install(cfg: Config, opts: Options,
         return await download(targets, opts, say)
     finally:
         release_flock(lock)
-
-
-# ---------------------------------------------------------------- command line
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "download-geoip", help="download and install the monthly GeoIP databases",
-        description="Fetch this month's country and ASN databases (the previous month's "
-                    "while this month's are not published), verify them (they open as "
-                    "MaxMind databases of the right type and answer lookups of "
-                    f"{' and '.join(VERIFY_ADDRESSES)}) and atomically replace geoip.cc_db "
-                    "and geoip.asn_db. A running API reopens them within "
-                    "geoip.reload_interval seconds. On any error the live files are left "
-                    "untouched.")
-    p.add_argument("--source", metavar="URL_TEMPLATE",
-                   help="http(s) or file:// URL or path with {kind} (country, asn) and "
-                        "{month} (YYYY-MM) placeholders, or a directory holding "
-                        f"{DEFAULT_NAME} files (default: geoip.download_url)")
-    p.add_argument("--month", metavar="YYYY-MM",
-                   help="this month only (default: the current month, else the previous)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="download and verify only; replace nothing")
-    p.add_argument("--force", action="store_true",
-                   help="install even a database less than half the size of the live one")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help="time limit of each download (default %(default)g)")
-    p.add_argument("--max-bytes", type=int, default=MAX_BYTES, metavar="BYTES",
-                   help="largest accepted database, uncompressed (default %(default)d)")
-    jobmetrics.add_option(p, "geoip")
-    p.set_defaults(func=run)
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def _write_metrics(args: argparse.Namespace, cfg: Config, infos: dict[str, DbInfo] | None,
-                   seconds: float) -> None:
-    path = jobmetrics.path_for(args, cfg, JOB)
-    values: dict[str, tuple[str, float]] = {}
-    for kind in KINDS:
-        info = (infos or {}).get(kind)
-        values[f"{kind}_build_timestamp_seconds"] = (
-            f"Build time of the {kind} database installed by the latest run (0: none)",
-            info.build_epoch if info else 0)
-        values[f"{kind}_bytes"] = (f"Size of the {kind} database installed by the latest run",
-                                   info.size if info else 0)
-    try:
-        jobmetrics.write(path, JOB, infos is not None, seconds, values)
-    except OSError as e:
-        log.warning("cannot write the metrics file", extra={"path": str(path),
-                                                            "error": str(e)})
-
-
-async def run(args: argparse.Namespace, cfg: Config) -> int:
-    template = args.source or cfg.geoip.download_url
-    try:
-        months = candidate_months(args.month, dt.datetime.now(dt.UTC).date())
-        check_template(template)
-    except ValueError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 2
-    if args.timeout <= 0 or args.max_bytes <= 0:
-        print(f"{PROG}: --timeout and --max-bytes must be positive", file=sys.stderr)
-        return 2
-    t0 = time.monotonic()
-    infos: dict[str, DbInfo] | None = None
-    try:
-        opts = Options(template, months, dry_run=args.dry_run, force=args.force,
-                       timeout=args.timeout, max_bytes=args.max_bytes)
-        infos = await install(cfg, opts, _say)
-    except DownloadLocked as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return 1
-    except (DownloadError, SourceError) as e:
-        print(f"{PROG}: {e}; nothing replaced", file=sys.stderr)
-    except OSError as e:
-        print(f"{PROG}: {e.strerror or e} ({e.filename or ''}); nothing replaced",
-              file=sys.stderr)
-    seconds = time.monotonic() - t0
-    if not args.dry_run:
-        _write_metrics(args, cfg, infos, seconds)
-    if infos is None:
-        return 1
-    month = infos["country"].month
-    if args.dry_run:
-        _say(f"dry run: the {month} databases are valid; nothing replaced")
-    log.info("geoip download done", extra={"month": month, "dry_run": args.dry_run,
-                                           "seconds": round(seconds, 3)})
-    return 0
-
