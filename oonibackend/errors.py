@@ -1,8 +1,10 @@
 """The one error format: `{"error": "..."}` with a 4xx/5xx status, for every route.
 
-Handlers raise `APIError` (or aiohttp's HTTP exceptions); the middleware turns both, and any
-unexpected exception, into JSON. Unexpected exceptions are logged with a traceback and answered
-500 without internals.
+Modules outside routes/ (models, stores, queries, accounts, the test-list editor) raise the
+domain errors below, which say what went wrong, not which status answers it; handlers raise
+`APIError` (or aiohttp's HTTP exceptions). The middleware turns all three, and any unexpected
+exception, into JSON. Unexpected exceptions are logged with a traceback and answered 500
+without internals.
 """
 
 from __future__ import annotations
@@ -17,6 +19,55 @@ from oonibackend.storage import DatabaseError, DatabaseUnavailable, QueryLimitEx
 from oonibackend.storage.breaker import CircuitOpen
 
 log = logging.getLogger("oonibackend.errors")
+
+
+class DomainError(Exception):
+    """An error a client should read, raised outside the HTTP layer. `extra` adds fields to
+    the JSON body (e.g. `err_str`, the code the test-list editor and OONI Run clients read)."""
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class Invalid(DomainError):
+    """The request's input is wrong (400)."""
+
+
+class Unauthenticated(DomainError):
+    """No valid session (401)."""
+
+
+class Forbidden(DomainError):
+    """Not allowed for this caller or this value (403)."""
+
+
+class Failed(DomainError):
+    """Our side failed in a way the message explains, e.g. a malformed list file (500)."""
+
+
+class UpstreamFailed(DomainError):
+    """A service we depend on (GitHub, ...) refused or failed (502)."""
+
+
+class Unavailable(DomainError):
+    """Not possible now, retry later (503, with Retry-After when `retry_after` is set)."""
+
+    def __init__(self, message: str, retry_after: int | None = None, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = retry_after
+
+
+_STATUS: dict[type[DomainError], int] = {
+    Invalid: 400, Unauthenticated: 401, Forbidden: 403, Failed: 500, UpstreamFailed: 502,
+    Unavailable: 503,
+}
+
+
+def domain_status(exc: DomainError) -> int:
+    """The HTTP status answering a domain error."""
+    return next((status for cls, status in _STATUS.items() if isinstance(exc, cls)), 500)
 
 
 class APIError(Exception):
@@ -52,6 +103,10 @@ def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
     """The JSON answer for an exception raised by a handler; redirects are re-raised."""
     if isinstance(exc, APIError):
         return json_error(exc.message, exc.status, exc.headers, **exc.extra)
+    if isinstance(exc, DomainError):
+        headers = ({"Retry-After": str(exc.retry_after)}
+                   if isinstance(exc, Unavailable) and exc.retry_after is not None else None)
+        return json_error(exc.message, domain_status(exc), headers, **exc.extra)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400 or exc.content_type == "application/json":
             raise exc

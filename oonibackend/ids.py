@@ -1,8 +1,9 @@
 """Report ids and measurement uids: generation and strict validation.
 
 Both end up in file names (the spool) and in URLs, so every place that builds a path from one
-validates it here first. The regexes are ASCII-only and anchored with fullmatch (a `$` anchor
-would accept a trailing newline).
+validates it here first. Their parts (country code, AS number, test name) are checked by
+oonibackend/validate.py; the regexes here are ASCII-only and anchored with fullmatch (a `$`
+anchor would accept a trailing newline).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import random
 import re
 from typing import NamedTuple
 
+from oonibackend import validate
+
 # YYYYmmddHHMMSS.ffffff_CC_testname_16hex; the test name has no underscores. Legacy report ids
 # could carry a lowercase cc, so both cases are accepted (both are path-safe).
 _UID = re.compile(r"[0-9]{14}\.[0-9]{6}_[A-Za-z]{2}_[A-Za-z0-9]{1,60}_[0-9a-f]{16}", re.ASCII)
@@ -21,11 +24,7 @@ _UID = re.compile(r"[0-9]{14}\.[0-9]{6}_[A-Za-z]{2}_[A-Za-z0-9]{1,60}_[0-9a-f]{1
 _HOUR_DIR = re.compile(r"[0-9]{10}_[A-Za-z]{2}_[A-Za-z0-9]{1,60}", re.ASCII)
 _REPORT_ID_CHARS = re.compile(r"[A-Za-z0-9_]{1,100}", re.ASCII)
 _RID_TESTNAME = re.compile(r"[A-Za-z0-9]{2,29}", re.ASCII)
-_CC = re.compile(r"[A-Za-z]{2}", re.ASCII)
-_ASN = re.compile(r"[0-9]{1,10}", re.ASCII)
 _COLLECTOR_ID = re.compile(r"[A-Za-z0-9]{1,10}", re.ASCII)
-# Test names as probes send them (`web_connectivity`), before underscores are dropped.
-_TEST_NAME = re.compile(r"[a-z0-9_]{1,60}", re.ASCII)
 
 
 class ReportId(NamedTuple):
@@ -48,7 +47,7 @@ def new_report_id(test_name: str, cc: str, asn: int, collector_id: str) -> str:
     testname = test_name.replace("_", "").lower()
     if not _RID_TESTNAME.fullmatch(testname):
         raise ValueError(f"invalid test name {test_name!r}")
-    if not _CC.fullmatch(cc):
+    if not validate.is_country_code(cc):
         raise ValueError(f"invalid country code {cc!r}")
     if isinstance(asn, bool) or not isinstance(asn, int) or not 0 <= asn < 2**32:
         raise ValueError(f"invalid ASN {asn!r}")
@@ -71,14 +70,19 @@ def parse_report_id(rid: str) -> ReportId:
     if len(parts) != 6:
         raise ValueError("expected 6 parts")
     ts, testname, cc, asn, _cid, _rand = parts
-    if not _CC.fullmatch(cc) or not _RID_TESTNAME.fullmatch(testname) or not _ASN.fullmatch(asn):
+    try:
+        number = validate.asn(asn, prefixes=("",), bounded=False)
+    except validate.InvalidValue:
+        number = None
+    if not validate.is_country_code(cc) or not _RID_TESTNAME.fullmatch(testname) \
+            or number is None:
         raise ValueError("invalid cc, test name or asn")
-    return ReportId(ts, testname.lower(), cc.upper(), int(asn))
+    return ReportId(ts, testname.lower(), cc.upper(), number)
 
 
 def testname_of(test_name: str) -> str:
     """`web_connectivity` -> `webconnectivity`; ValueError unless `[a-z0-9_]{1,60}`."""
-    if not isinstance(test_name, str) or not _TEST_NAME.fullmatch(test_name):
+    if not validate.is_nettest_name(test_name):
         raise ValueError(f"invalid test name {test_name!r}")
     testname = test_name.replace("_", "")
     if not testname:
@@ -88,7 +92,7 @@ def testname_of(test_name: str) -> str:
 
 def normalize_cc(cc: object) -> str:
     """Two ASCII letters, uppercased; anything else is `ZZ` (unknown)."""
-    if isinstance(cc, str) and _CC.fullmatch(cc):
+    if validate.is_country_code(cc):
         return cc.upper()
     return "ZZ"
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from oonibackend.accounts.store import AccountStore
 from oonibackend.accounts.tokens import Session, decode_session
-from oonibackend.errors import APIError
+from oonibackend.errors import Forbidden, Unauthenticated
 
 
 @dataclass
@@ -42,7 +42,7 @@ def current_session(request: web.Request) -> Session | None:
 def require_session(request: web.Request, *roles: str) -> Session:
     session = current_session(request)
     if session is None:
-        raise APIError("Authentication required", 401)
+        raise Unauthenticated("Authentication required")
     if roles and session.role not in roles:
-        raise APIError("Role not authorized", 403)
+        raise Forbidden("Role not authorized")
     return session

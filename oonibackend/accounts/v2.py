@@ -15,7 +15,7 @@ from typing import Any
 from oonibackend.accounts import tokens
 from oonibackend.accounts.ids import normalize_email
 from oonibackend.accounts.links import redirect_ok
-from oonibackend.errors import APIError
+from oonibackend.errors import DomainError, Invalid, Unauthenticated
 
 MIN_EMAIL, MAX_EMAIL = 5, 255
 NO_SESSION = "no valid session found"
@@ -24,16 +24,16 @@ LOGGED_OUT: dict[str, Any] = {"session_token": "", "redirect_to": "", "email_add
                               "is_logged_in": False}
 
 
-def error(message: str, status: int) -> APIError:
+def error(kind: type[DomainError], message: str) -> DomainError:
     """Our error body plus OONI's `detail`: `{"error": m, "detail": m}`."""
-    return APIError(message, status, detail=message)
+    return kind(message, detail=message)
 
 
-def invalid(field: str, message: str) -> APIError:
-    """A 400 for a bad body field, `detail` shaped like OONI's validation errors (which are
-    422; docs/compatibility.md: bad input is a 400 here)."""
-    return APIError(message, 400, detail=[{"type": "value_error", "loc": ["body", field],
-                                          "msg": message}])
+def invalid(field: str, message: str) -> Invalid:
+    """Bad body field (400), `detail` shaped like OONI's validation errors (which are 422;
+    docs/compatibility.md: bad input is a 400 here)."""
+    return Invalid(message, detail=[{"type": "value_error", "loc": ["body", field],
+                                     "msg": message}])
 
 
 def iso_micro(epoch: int) -> str:
@@ -68,9 +68,9 @@ def decode_login_token(token: str, secret: str, now: int) -> dict[str, Any]:
         claims = tokens.decode_registration(token, secret, now)
     except tokens.TokenError as e:
         msg = "Expired token" if str(e) == "Expired token" else "Invalid credentials"
-        raise error(msg, 401) from None
+        raise error(Unauthenticated, msg) from None
     if normalize_email(claims["email_address"]) is None:
-        raise error("Invalid credentials", 401)
+        raise error(Unauthenticated, "Invalid credentials")
     return claims
 
 

@@ -17,13 +17,10 @@ from typing import Any
 
 import ooniauth_py
 
+from oonibackend import validate
 from oonibackend.anonc.policy import Rule, match
 
 CREDENTIAL_FIELDS = ("nym", "zkp_request", "manifest_version", "protocol_version")
-# What the library accepts without panicking (its docs): two uppercase letters; "AS" and an
-# integer without leading zeros, 3-12 characters.
-_CC = re.compile(r"[A-Z]{2}", re.ASCII)
-_ASN = re.compile(r"AS(0|[1-9][0-9]{0,9})", re.ASCII)
 _VERSION = re.compile(r"v?([0-9]{1,6}(?:\.[0-9]{1,6}){0,3})", re.ASCII)
 
 VERIFIED, FAILED, UNVERIFIED = "verified", "failed", "unverified"
@@ -64,6 +61,16 @@ def _padded(v: tuple[int, ...]) -> tuple[int, ...]:
     return v + (0,) * (4 - len(v))
 
 
+def _library_metadata(cc: str, asn: str) -> bool:
+    """What the library accepts without panicking (its docs): two uppercase letters; "AS"
+    and an integer without leading zeros, 3-12 characters."""
+    try:
+        number = validate.asn(asn, prefixes=("AS",), bounded=False)
+    except validate.InvalidValue:
+        return False
+    return validate.is_country_code(cc, case="upper") and asn == f"AS{number}"
+
+
 def precheck(req: Mapping[str, Any], content: Mapping[str, Any], content_text: str,
              current_version: str | None, rules: Sequence[Rule],
              min_protocol: tuple[int, ...]) -> Verdict | Check:
@@ -83,7 +90,7 @@ def precheck(req: Mapping[str, Any], content: Mapping[str, Any], content_text: s
         return Verdict(UNVERIFIED, "invalid_protocol_version")
     if _padded(version) < _padded(min_protocol):
         return Verdict(UNVERIFIED, "protocol_version_too_old")
-    if not _CC.fullmatch(cc) or not _ASN.fullmatch(asn):
+    if not _library_metadata(cc, asn):
         # OONI refuses the whole submission (400); it is kept here, unverified, because the
         # library cannot check a proof for such metadata (it may panic).
         return Verdict(UNVERIFIED, "bad_metadata")

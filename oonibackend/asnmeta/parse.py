@@ -26,7 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_ASN = 2**32 - 1
+from oonibackend import validate
+
 MAX_FIELD_CHARS = 512  # org_name, aut_name, source
 MAX_HISTORY = 10_000  # entries of one ASN
 MAX_VALUE_CHARS = 1 << 20  # the JSON text of one ASN's history
@@ -38,8 +39,6 @@ UNKNOWN_DATE = MIN_DATE
 FIELDS = ("org_name", "cc", "changed", "aut_name", "source")
 COLUMNS = ("asn", "org_name", "cc", "changed", "aut_name", "source")
 
-_ASN = re.compile(r"[0-9]{1,10}", re.ASCII)
-_CC = re.compile(r"[A-Z]{2}", re.ASCII)
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _COMPACT_DATE = re.compile(r"[0-9]{8}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -71,10 +70,11 @@ class AsnEntry:
 
 def parse_asn(key: str) -> int:
     """The AS number of an object key; ValueError unless 1 ≤ n < 2**32, digits only."""
-    if not _ASN.fullmatch(key):
-        raise ValueError(f"ASN key {key[:20]!r} is not a number")
-    n = int(key)
-    if not 0 < n <= MAX_ASN:
+    try:
+        n = validate.asn(key, prefixes=("",), bounded=False)
+    except validate.InvalidValue:
+        raise ValueError(f"ASN key {key[:20]!r} is not a number") from None
+    if not 0 < n <= validate.MAX_ASN:
         raise ValueError(f"ASN {n} out of range")
     return n
 
@@ -141,7 +141,7 @@ def parse_entry(asn: int, entry: Any) -> AsnEntry:
     """One validated row; ValueError with the reason."""
     f = _fields(entry)
     cc = f["cc"] if f["cc"] is not None else ""
-    if not isinstance(cc, str) or (cc and not _CC.fullmatch(cc)):
+    if not isinstance(cc, str) or (cc and not validate.is_country_code(cc, case="upper")):
         raise ValueError(f"cc {str(cc)[:10]!r} is not two uppercase letters")
     changed = UNKNOWN_DATE if f["changed"] in ("", None) else parse_date(f["changed"])
     org_name = _text("org_name", f["org_name"], nullable=False)

@@ -15,8 +15,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from oonibackend.errors import APIError
-from oonibackend.routes.params import Query, today
+from oonibackend.errors import Invalid
 
 DEFAULT_DAYS = 30
 MAX_DOMAIN = 255
@@ -35,35 +34,37 @@ _FLOATS = ("dns_isp_blocked", "dns_other_blocked", "tcp_blocked", "tls_blocked",
            "s_neg", "h")
 
 
-def window(q: Query, now_day: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
-    """(since, until), both inclusive: by default 30 days ago 00:00 UTC to today 00:00 UTC."""
-    day = now_day or today()
-    since = q.date("since") or day - dt.timedelta(days=DEFAULT_DAYS)
-    until = q.date("until") or day
+def window(since: dt.datetime | None, until: dt.datetime | None, day: dt.datetime
+           ) -> tuple[dt.datetime, dt.datetime]:
+    """(since, until), both inclusive: by default 30 days before `day` (today 00:00 UTC) to
+    `day`."""
+    since = since or day - dt.timedelta(days=DEFAULT_DAYS)
+    until = until or day
     if since > until:
-        raise APIError("Invalid range: since must not be after until", 400)
+        raise Invalid("Invalid range: since must not be after until")
     return since, until
 
 
-def build_query(q: Query, now_day: dt.datetime | None = None) -> tuple[str, dict[str, Any]]:
-    """The SQL and its parameters; APIError (400) for a bad parameter."""
-    since, until = window(q, now_day)
+def build_query(day: dt.datetime, *, since: dt.datetime | None = None,
+                until: dt.datetime | None = None, asn: int | None = None,
+                cc: str | None = None, domain: str | None = None
+                ) -> tuple[str, dict[str, Any]]:
+    """The SQL and its parameters; Invalid for a bad filter. `asn` 0 means "any", as in
+    OONI's service; `cc` is any 2 characters, as there."""
+    since, until = window(since, until, day)
     clauses = ["ts >= %(since)s", "ts <= %(until)s"]
     params: dict[str, Any] = {"since": since, "until": until}
-    asn = q.asn("probe_asn")  # AS8048 or 8048; anything else is a 400 (OONI: 500)
-    if asn:  # 0 means "any", as in OONI's service
+    if asn:
         clauses.append("probe_asn = %(asn)s")
         params["asn"] = asn
-    cc = q.str("probe_cc")
     if cc is not None:
         if len(cc) != 2:
-            raise APIError("Invalid probe_cc: exactly 2 characters expected", 400)
+            raise Invalid("Invalid probe_cc: exactly 2 characters expected")
         clauses.append("probe_cc = %(cc)s")
         params["cc"] = cc
-    domain = q.str("domain")
     if domain is not None:
         if len(domain) > MAX_DOMAIN:
-            raise APIError("Invalid domain: too long", 400)
+            raise Invalid("Invalid domain: too long")
         clauses.append("domain = %(domain)s")
         params["domain"] = domain
     return SQL.format(where=" AND ".join(clauses)), params

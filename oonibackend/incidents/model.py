@@ -13,8 +13,8 @@ import re
 import unicodedata
 from typing import Any
 
-from oonibackend.errors import APIError
-from oonibackend.routes.params import parse_datetime
+from oonibackend import validate
+from oonibackend.errors import Invalid
 
 FIELDS = ("ASNs", "CCs", "domains", "email_address", "end_time", "event_type", "links",
           "published", "reported_by", "short_description", "start_time", "tags", "test_names",
@@ -25,13 +25,12 @@ LISTS = ("domains", "links", "tags", "test_names", "themes")
 MAX_TEXT = 200_000
 MAX_SHORT = 2_000
 MAX_ITEMS = 1_000
-_CC = re.compile(r"[A-Z]{2}", re.ASCII)
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*", re.ASCII)
 EVENT_TYPES = ("incident", "finding", "report")
 
 
-def bad(msg: str) -> APIError:
-    return APIError(msg, 400, err_str="err_request_params")
+def bad(msg: str) -> Invalid:
+    return Invalid(msg, err_str="err_request_params")
 
 
 def _str(v: Any, name: str, limit: int, required: bool = False) -> str:
@@ -50,8 +49,8 @@ def _time(v: Any, name: str) -> dt.datetime | None:
     if not isinstance(v, str):
         raise bad(f"Invalid {name}")
     try:
-        return parse_datetime(v, name).replace(microsecond=0)
-    except APIError:
+        return validate.date_time(v, name).replace(microsecond=0)
+    except validate.InvalidValue:
         raise bad(f"Invalid {name}") from None
 
 
@@ -96,7 +95,8 @@ def parse(body: Any, *, update: bool) -> dict[str, Any]:
     out["published"] = int(published)
     ccs = body.get("CCs") or []
     if not isinstance(ccs, list) or len(ccs) > 300 or \
-            not all(isinstance(c, str) and _CC.fullmatch(c.upper()) for c in ccs):
+            not all(isinstance(c, str) and validate.is_country_code(c.upper(), case="upper")
+                    for c in ccs):
         raise bad("Invalid CCs")
     out["CCs"] = [c.upper() for c in ccs]  # order and repeats as sent (§7 of our docs)
     asns = body.get("ASNs") or []

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from oonibackend.errors import APIError
+from oonibackend import validate
+from oonibackend.errors import Invalid
 from oonibackend.prioritization.rules import url_limit
-from oonibackend.routes.probe_common import parse_category_codes, parse_cc
 
 PRIORITIZED = "websites_list_prioritized"
 # The dynamic lists we can fill in; a link naming another one is refused at create/edit.
@@ -23,7 +23,6 @@ DYNAMIC_TARGETS = frozenset({PRIORITIZED})
 RUN_TYPES = ("timed", "manual")
 NETWORK_TYPES = ("vpn", "wifi", "mobile", "wired_ethernet", "no_internet", "bluetooth", "usb",
                  "unknown")
-_ASN = re.compile(r"(?:AS)?([0-9]{1,10})", re.ASCII)
 # The `UserAgent` header (not User-Agent): software_name, software_version, platform,
 # engine_name, engine_version, engine_version_full.
 _UA_FIELDS = tuple(re.compile(p, re.ASCII) for p in (
@@ -34,8 +33,8 @@ _UA_FIELDS = tuple(re.compile(p, re.ASCII) for p in (
 URLLister = Callable[[str, int, Iterable[str], int], list[Mapping[str, Any]]]
 
 
-def bad(message: str) -> APIError:
-    return APIError(message, 400, err_str="err_request_params")
+def bad(message: str) -> Invalid:
+    return Invalid(message, err_str="err_request_params")
 
 
 @dataclass(frozen=True)
@@ -85,15 +84,19 @@ def parse_request(body: Any, user_agent: str | None = None) -> EngineRequest:
     network_type = body["network_type"]
     if network_type not in NETWORK_TYPES:
         raise bad("Invalid network_type: one of " + ", ".join(NETWORK_TYPES))
-    asn = body["probe_asn"]
-    m = _ASN.fullmatch(asn) if isinstance(asn, str) else None
-    if m is None:
-        raise bad("Invalid probe_asn: AS<number>")
+    try:  # `AS<n>` or `<n>`: upper-case AS only, the number not bounded here
+        asn = validate.asn(body["probe_asn"], prefixes=("AS", ""), bounded=False)
+    except validate.InvalidValue:
+        raise bad("Invalid probe_asn: AS<number>") from None
+    try:  # check-in's fields, refused as check-in refuses them (no err_str)
+        cc = validate.probe_cc(body["probe_cc"])
+        categories = validate.category_codes(body.get("website_category_codes"),
+                                             "website_category_codes")
+    except validate.InvalidValue as e:
+        raise Invalid(e.message) from None
     return EngineRequest(
-        run_type=run_type, is_charging=charging, probe_cc=parse_cc(body["probe_cc"]),
-        probe_asn=int(m.group(1)), network_type=network_type,
-        category_codes=parse_category_codes(body.get("website_category_codes"),
-                                            "website_category_codes"))
+        run_type=run_type, is_charging=charging, probe_cc=cc, probe_asn=asn,
+        network_type=network_type, category_codes=categories)
 
 
 def fill_targets(nettests: list[dict[str, Any]], req: EngineRequest,

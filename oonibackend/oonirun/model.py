@@ -12,8 +12,8 @@ import datetime as dt
 import re
 from typing import Any
 
-from oonibackend import jsonutil
-from oonibackend.errors import APIError
+from oonibackend import jsonutil, validate
+from oonibackend.errors import Invalid
 from oonibackend.oonirun.engine import DYNAMIC_TARGETS
 
 MAX_DESCRIPTOR_BYTES = 256 * 1024
@@ -22,13 +22,12 @@ MAX_INPUTS = 20_000
 TEXTS = ("name", "short_description", "description")
 VERSIONED = ("nettests", "author", "icon")
 FLAGS = ("is_background_run_enabled", "is_manual_run_enabled")
-_TEST_NAME = re.compile(r"[a-z0-9_]{1,60}", re.ASCII)
 _LANG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*", re.ASCII)
 _COLOR = re.compile(r"#[0-9A-Fa-f]{6}", re.ASCII)
 
 
-def bad(message: str, code: str = "err_request_params") -> APIError:
-    return APIError(message, 400, err_str=code)
+def bad(message: str, code: str = "err_request_params") -> Invalid:
+    return Invalid(message, err_str=code)
 
 
 def _text(body: dict[str, Any], key: str, limit: int, required: bool = False) -> str:
@@ -71,7 +70,7 @@ def nettest(test: Any) -> dict[str, Any]:
     if not isinstance(test, dict):
         raise bad("Invalid nettests: a list of objects")
     name = test.get("test_name")
-    if not isinstance(name, str) or not _TEST_NAME.fullmatch(name):
+    if not validate.is_nettest_name(name):
         raise bad("Invalid test_name in nettests")
     inputs = test.get("inputs") or []
     if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS or \
@@ -109,11 +108,9 @@ def _expiry(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise bad("Invalid expiration_date")
-    from oonibackend.routes.params import parse_datetime
-
     try:
-        return jsonutil.rfc3339(parse_datetime(value, "expiration_date"))
-    except APIError:
+        return jsonutil.rfc3339(validate.date_time(value, "expiration_date"))
+    except validate.InvalidValue:
         raise bad("Invalid expiration_date") from None
 
 

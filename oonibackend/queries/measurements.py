@@ -1,7 +1,8 @@
 """SQL of the measurement routes: the search listing, one measurement's metadata, feedback.
 
-Pure functions: query-string parsing into `ListQuery` (raising APIError 400/403), SQL builders
-returning `(sql, params)`, and the shaping of rows and paging metadata (docs/api.md §2.7).
+Pure functions: SQL builders returning `(sql, params)` from a `ListQuery` (which
+routes/measurements.py parses from the query string), and the shaping of rows and paging
+metadata (docs/api.md §2.7).
 
 Listing design (the query Explorer's /search page and the "recent measurements" boxes send:
 the newest N in a window, optional filters, ORDER BY measurement_start_time DESC LIMIT N):
@@ -45,9 +46,6 @@ from typing import Any
 
 import orjson
 
-from oonibackend.errors import APIError
-from oonibackend.routes.params import MAX_OFFSET, Query
-
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
 DEFAULT_WINDOW = dt.timedelta(days=30)
@@ -67,8 +65,6 @@ MIN_SLACK = 20
 UID_HINT = (dt.timedelta(days=1), dt.timedelta(hours=1))
 REPORT_HINT = (dt.timedelta(days=1), dt.timedelta(days=2))
 
-_TEST_NAME = re.compile(r"[A-Za-z0-9_]{1,60}", re.ASCII)
-_SAFE_ID = re.compile(r"[A-Za-z0-9_.\-]{10,100}", re.ASCII)
 _UID_TIME = re.compile(r"([0-9]{14})\.[0-9]{6}_", re.ASCII)
 _RID_TIME = re.compile(r"([0-9]{8}T[0-9]{6})Z_", re.ASCII)
 _VERIFICATION = {"t": "verified", "f": "failed"}
@@ -96,66 +92,6 @@ class ListQuery:
     order: str = "desc"
     offset: int = 0
     limit: int = DEFAULT_LIMIT
-
-
-def parse_list_query(q: Query, today: dt.datetime) -> ListQuery:
-    """The parameters of GET /api/v1/measurements; `today` is 00:00 UTC of the current day.
-
-    Defaults as legacy: without report_id, `until` is tomorrow 00:00 and `since` 30 days before
-    `until`; with a report_id and no dates the search is unbounded in time.
-    """
-    probe_ccs = q.cc_list("probe_cc")
-    if "ZZ" in probe_ccs:
-        raise APIError("Forbidden: probe_cc ZZ (unknown country) cannot be searched", 403)
-    probe_asns = q.asn_list("probe_asn")
-    if 0 in probe_asns:
-        raise APIError("Forbidden: probe_asn AS0 (unknown network) cannot be searched", 403)
-    test_names = q.list("test_name")
-    if any(not _TEST_NAME.fullmatch(t) for t in test_names):
-        raise APIError("Invalid characters in test_name", 400)
-    run_ids = []
-    for v in q.list("ooni_run_link_id"):
-        if not v.isascii() or not v.isdigit() or int(v) >= 2**64:
-            raise APIError("Invalid ooni_run_link_id", 400)
-        run_ids.append(int(v))
-    order_by = q.str("order_by", "measurement_start_time")
-    if order_by not in ORDER_BY:
-        raise APIError("Invalid field for ordering: use one of " + ", ".join(ORDER_BY), 400)
-    order = q.str("order", "desc").lower()
-    if order not in ("asc", "desc"):
-        raise APIError("Invalid order: use asc or desc", 400)
-    limit = q.int("limit", DEFAULT_LIMIT)
-    assert limit is not None
-    if limit > MAX_LIMIT:
-        raise APIError(f"`limit` is only allowed up to {MAX_LIMIT}", 400)
-    if limit < 1:
-        raise APIError("Invalid limit: must be at least 1", 400)
-    offset = q.int("offset", 0, min=0, max=MAX_OFFSET)
-    assert offset is not None
-
-    report_id = q.report_id()
-    since, until = q.date("since"), q.date("until")
-    if report_id is None:
-        if until is None:
-            until = today + dt.timedelta(days=1)
-        if since is None:
-            since = until - DEFAULT_WINDOW
-
-    inp = q.str("input")
-    # As legacy: an input is more specific than a domain or a category, which are then ignored.
-    domains = () if inp is not None else tuple(q.list("domain"))
-    categories = () if inp is not None else tuple(q.category_codes("category_code"))
-    return ListQuery(
-        report_id=report_id, input=inp, domains=domains, category_codes=categories,
-        probe_ccs=tuple(probe_ccs), probe_asns=tuple(probe_asns), test_names=tuple(test_names),
-        since=since, until=until,
-        anomaly=q.bool("anomaly"), confirmed=q.bool("confirmed"), failure=q.bool("failure"),
-        software_versions=tuple(q.list("software_version")),
-        test_versions=tuple(q.list("test_version")),
-        engine_versions=tuple(q.list("engine_version")),
-        ooni_run_link_ids=tuple(run_ids), order_by=order_by, order=order,
-        offset=offset, limit=limit,
-    )
 
 
 def _in_or_eq(column: str, name: str, values: tuple[Any, ...], params: dict[str, Any]) -> str:
@@ -297,11 +233,6 @@ def page_metadata(offset: int, limit: int, rows: int, query_time: float,
 
 
 # ---- one measurement --------------------------------------------------------------------------
-
-
-def is_safe_id(value: str) -> bool:
-    """10-100 characters of [A-Za-z0-9_.-]: what a measurement uid may be in a query."""
-    return _SAFE_ID.fullmatch(value) is not None
 
 
 def uid_time(uid: str) -> dt.datetime | None:

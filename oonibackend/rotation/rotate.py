@@ -37,6 +37,7 @@ from oonibackend.rotation.journal import Pending
 from oonibackend.rotation.provider import Droplet, DropletSpec, Provider, ProviderError
 from oonibackend.rotation.state import Instance
 from oonibackend.storage import Database
+from oonibackend.validate import is_dns_name
 
 if TYPE_CHECKING:
     from oonibackend.config import RotationConfig
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("oonibackend.rotation")
 
 PROVIDERS = ("digitalocean",)
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _NAME_TIME = re.compile(r"-(\d{14})$")
 
 OpenDB = Callable[[], contextlib.AbstractAsyncContextManager[Database]]
@@ -66,7 +65,7 @@ def validate(rc: RotationConfig) -> None:
         raise ValueError("count must not be negative")
     if rc.max_age_days <= 0 or rc.drain_hours < 0:
         raise ValueError("max_age_days must be positive and drain_hours not negative")
-    if not _HOSTNAME.fullmatch(rc.dns_zone) or "." not in rc.dns_zone:
+    if not is_dns_name(rc.dns_zone, min_labels=2):
         raise ValueError(f"dns_zone is not a domain name: {rc.dns_zone!r}")
     if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?", rc.name_prefix):
         raise ValueError("name_prefix must be letters, digits and '-' (at most 32)")
@@ -74,7 +73,7 @@ def validate(rc: RotationConfig) -> None:
         raise ValueError("check_scheme must be http or https")
     if not 0 < rc.check_port < 65536:
         raise ValueError("check_port must be a TCP port")
-    if rc.check_hostname and not _HOSTNAME.fullmatch(rc.check_hostname):
+    if rc.check_hostname and not is_dns_name(rc.check_hostname):
         raise ValueError("check_hostname is not a host name")
     if rc.check_timeout <= 0 or rc.ready_timeout <= 0 or rc.poll_interval <= 0:
         raise ValueError("check_timeout, ready_timeout and poll_interval must be positive")

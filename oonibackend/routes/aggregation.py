@@ -42,10 +42,11 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
-from oonibackend.appkeys import CONFIG, DB, READ_CACHE
+from oonibackend.appkeys import CONFIG, DB
 from oonibackend.config import Config
 from oonibackend.errors import APIError
 from oonibackend.queries import aggregation as aq
+from oonibackend.readcache import READ_CACHE
 from oonibackend.routes.params import Query
 from oonibackend.storage import QueryLimitExceeded
 

@@ -21,9 +21,13 @@ from aiohttp_apispec import docs
 from oonibackend import jsonutil
 from oonibackend.anonc import verdict as vd
 from oonibackend.anonc.service import AnoncService, Busy
-from oonibackend.appkeys import ANONC, CONFIG, METRICS
+from oonibackend.appkeys import CONFIG, METRICS
 from oonibackend.errors import APIError
+from oonibackend.routes.body import read_body
 from oonibackend.routes.links import base_url, configured
+
+# Set by anonc_ctx below; absent when [anonc] is disabled.
+ANONC = web.AppKey("anonc", AnoncService)
 
 
 def anonc_error(code: str, message: str, status: int) -> APIError:
@@ -74,8 +78,6 @@ async def get_manifest(request: web.Request) -> web.Response:
       "`{credential_sign_response, emission_day}`. 404 for a manifest version that is not "
       "the current one.")
 async def sign_credential(request: web.Request) -> web.Response:
-    from oonibackend.routes.collector import read_body
-
     try:
         req = jsonutil.loads(await read_body(request))
     except jsonutil.JSONDecodeError:

@@ -24,7 +24,7 @@ from oonibackend.accounts.ids import account_id
 from oonibackend.accounts.links import login_link
 from oonibackend.accounts.mailer import SUBJECT_V2, MailError, send_login_link
 from oonibackend.appkeys import CONFIG
-from oonibackend.errors import APIError
+from oonibackend.errors import APIError, Unauthenticated, Unavailable
 from oonibackend.routes.body import read_object
 from oonibackend.storage import DatabaseError
 
@@ -71,7 +71,7 @@ async def user_login(request: web.Request) -> web.Response:
         await send_login_link(cfg.smtp, email, login_link(redirect_to, token), SUBJECT_V2)
     except MailError as e:
         log.error("cannot send login email", extra={"error": str(e)})
-        raise v2.error("Unable to send the email", 503) from None
+        raise v2.error(Unavailable, "Unable to send the email") from None
     log.info("login link sent", extra={"api": "v2"})
     body = {"email_address": email,
             "login_token_expiration": v2.iso_micro(now + tokens.REGISTRATION_SECONDS)}
@@ -103,7 +103,7 @@ async def create_session(request: web.Request) -> web.Response:
     else:
         session = current_session(request)  # expunged sessions are refused here
         if session is None or now >= session.login_time + cfg.login_expiry_days * 86400:
-            raise v2.error(v2.NO_SESSION, 401)
+            raise v2.error(Unauthenticated, v2.NO_SESSION)
         email, account, login_time, redirect_to = (session.email, session.account_id,
                                                    session.login_time, "")
     role = await _role(request, account)  # recomputed on every login and refresh

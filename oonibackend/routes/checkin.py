@@ -20,21 +20,16 @@ from aiohttp import web
 from aiohttp_apispec import docs, response_schema
 from marshmallow import Schema, fields
 
-from oonibackend import clientip, jsonutil
-from oonibackend.appkeys import CONFIG, METRICS, TEST_LISTS
+from oonibackend import clientip, jsonutil, validate
+from oonibackend.appkeys import CONFIG, METRICS
 from oonibackend.errors import APIError
 from oonibackend.ids import new_report_id
 from oonibackend.prioritization.rules import url_limit
+from oonibackend.prioritization.snapshot import TEST_LISTS
+from oonibackend.routes.body import read_object
 from oonibackend.routes.nettests import CHECKIN_V1_TESTS, CHECKIN_V2_TESTS, FIXED_TARGETS
-from oonibackend.routes.probe_common import (
-    TAGS,
-    geolocate,
-    json_body,
-    parse_asn,
-    parse_category_codes,
-    parse_cc,
-    read_json_object,
-)
+from oonibackend.routes.params import checked
+from oonibackend.routes.probe_common import TAGS, geolocate, json_body
 from oonibackend.routes.test_helpers import request_test_helpers
 
 
@@ -68,12 +63,12 @@ def parse_checkin(data: dict[str, Any]) -> CheckIn:
     informational and ignored, as by the legacy API."""
     wc = _optional(data, "web_connectivity", dict, {})
     return CheckIn(
-        probe_cc=parse_cc(data.get("probe_cc")),
-        probe_asn=parse_asn(data.get("probe_asn")),
+        probe_cc=checked(validate.probe_cc, data.get("probe_cc")),
+        probe_asn=checked(validate.probe_asn, data.get("probe_asn")),
         run_type=_optional(data, "run_type", str, "timed"),
         charging=bool(_optional(data, "charging", (bool, int), True)),
-        category_codes=parse_category_codes(wc.get("category_codes"),
-                                            "web_connectivity.category_codes"),
+        category_codes=checked(validate.category_codes, wc.get("category_codes"),
+                               "web_connectivity.category_codes"),
     )
 
 
@@ -202,7 +197,7 @@ class CheckInV2ResponseSchema(Schema):
 @json_body(CheckInRequestSchema, "probe_asn and probe_cc are not provided if unknown")
 @response_schema(CheckInResponseSchema, 200)
 async def post_check_in(request: web.Request) -> web.Response:
-    req = parse_checkin(await read_json_object(request))
+    req = parse_checkin(await read_object(request, message="JSON expected"))
     res = resolve(request, req)
     tests: dict[str, dict[str, Any]] = {
         name: {"report_id": rid}
@@ -220,7 +215,7 @@ async def post_check_in(request: web.Request) -> web.Response:
 @json_body(CheckInRequestSchema, "probe_asn and probe_cc are not provided if unknown")
 @response_schema(CheckInV2ResponseSchema, 200)
 async def post_private_check_in(request: web.Request) -> web.Response:
-    req = parse_checkin(await read_json_object(request))
+    req = parse_checkin(await read_object(request, message="JSON expected"))
     res = resolve(request, req)
     rids = _report_ids(request, CHECKIN_V2_TESTS, res)
     urls = _url_list(request, req, res)

@@ -3,92 +3,37 @@
 A measurement is answered with its uid only once it is durable in the spool; delivery to the
 fastpath happens afterwards, in the background (oonibackend.spool.Forwarder).
 
-Request bodies are decompressed here, not by aiohttp: aiohttp cannot decode zstd without an
-extra package, and its errors on a bad gzip body close the connection instead of answering
-with our JSON error. Decompression is capped at server.max_body_size (decompression bombs).
+Request bodies are decompressed by routes/body.py, capped at server.max_body_size
+(decompression bombs).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import zstandard
 from aiohttp import web
 from aiohttp_apispec import docs
 
-from oonibackend import ids, jsonutil
+from oonibackend import ids, jsonutil, validate
 from oonibackend.anonc import envelope as anonc_envelope
-from oonibackend.appkeys import CONFIG, FORWARDER, METRICS, SPOOL
+from oonibackend.appkeys import CONFIG, METRICS
 from oonibackend.errors import APIError
 from oonibackend.faulty import record as faulty
 from oonibackend.routes import anonc
+from oonibackend.routes.body import read_body
 from oonibackend.spool import Forwarder, Spool, SpoolError, SpoolUnavailable
 
 log = logging.getLogger("oonibackend.collector")
+# Set by collector_ctx below.
+SPOOL = web.AppKey("spool", Spool)
+FORWARDER = web.AppKey("forwarder", Forwarder)
 
 BACKEND_VERSION = "1.3.5"
-_ASN = re.compile(r"AS([0-9]{1,10})", re.ASCII)
-_CHUNK = 1 << 16
 
 
 # -- request bodies ------------------------------------------------------------------------
-
-def _too_large() -> APIError:
-    return APIError("Request body too large", 413)
-
-
-def _zstd(raw: bytes, cap: int) -> bytes:
-    out: list[bytes] = []
-    size = 0
-    try:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        with reader:
-            while chunk := reader.read(min(_CHUNK, cap + 1 - size)):
-                out.append(chunk)
-                size += len(chunk)
-                if size > cap:
-                    raise _too_large()
-    except zstandard.ZstdError:
-        raise APIError("Invalid zstd body") from None
-    return b"".join(out)
-
-
-def _zlib(raw: bytes, cap: int, wbits: int, name: str) -> bytes:
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(raw, cap + 1)
-    except zlib.error:
-        raise APIError(f"Invalid {name} body") from None
-    if len(out) > cap:
-        raise _too_large()
-    if not d.eof or d.unused_data:
-        raise APIError(f"Invalid {name} body")
-    return out
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The request body, decompressed per Content-Encoding (identity, zstd, gzip, deflate).
-
-    The compressed size is capped by aiohttp (client_max_size, 413), the decompressed size
-    here by the same server.max_body_size.
-    """
-    raw = await request.read()
-    enc = request.headers.get("Content-Encoding", "").strip().lower()
-    if enc in ("", "identity"):
-        return raw
-    cap = request.app[CONFIG].server.max_body_size
-    if enc == "zstd":
-        return _zstd(raw, cap)
-    if enc in ("gzip", "x-gzip"):
-        return _zlib(raw, cap, 16 + zlib.MAX_WBITS, "gzip")
-    if enc == "deflate":
-        return _zlib(raw, cap, zlib.MAX_WBITS, "deflate")
-    raise APIError("Unsupported Content-Encoding")
-
 
 def _json_object(data: bytes | str, what: str) -> dict[str, Any]:
     try:
@@ -102,8 +47,10 @@ def _json_object(data: bytes | str, what: str) -> dict[str, Any]:
 
 def _asn_number(value: Any) -> int:
     """`AS1234` -> 1234; anything else -> 0 (unknown), like the legacy collector."""
-    m = _ASN.fullmatch(str(value or "AS0").upper())
-    return int(m.group(1)) if m and int(m.group(1)) < 2**32 else 0
+    try:
+        return validate.asn(str(value or "AS0").upper(), prefixes=("AS",))
+    except validate.InvalidValue:
+        return 0
 
 
 # -- storing -----------------------------------------------------------------------------------
@@ -264,7 +211,7 @@ async def collector_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup(app: web.Application) -> None:
-    # Bodies are decompressed by read_body with a size cap (make_app turns aiohttp's off).
+    # Bodies are decompressed by body.read_body with a size cap (make_app turns aiohttp's off).
     app.cleanup_ctx.append(collector_ctx)
     app.cleanup_ctx.append(faulty.geoip_anomalies_ctx)
     app.router.add_post("/report", open_report)

@@ -18,67 +18,25 @@ from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
 from oonibackend.appkeys import DB
-from oonibackend.detector import changepoints, feed
-from oonibackend.errors import APIError
+from oonibackend.detector import changepoints, event_query, feed
 from oonibackend.routes.links import base_url
-from oonibackend.routes.params import Query
+from oonibackend.routes.params import Query, today
 
 TAGS = ["Detector"]
 PATH = "/api/v1/detector/events"
 CHANGEPOINTS_PATH = "/api/v1/detector/changepoints"
 CACHE_SECONDS = 60
 MAX_EXECUTION_TIME = 10
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
-STATUSES = ("OK", "BLOCKED")
-
-SQL = """
-SELECT test_name, input, probe_cc, toUInt32(probe_asn) AS probe_asn, status, time,
-    detection_time
-FROM blocking_events FINAL
-WHERE {where}
-ORDER BY time DESC, detection_time DESC, test_name, input, probe_cc, probe_asn
-LIMIT %(limit)s
-"""
 
 
-def build_query(q: Query) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters for the request's filters; APIError (400) for bad ones."""
-    clauses: list[str] = []
-    params: dict[str, Any] = {
-        "limit": q.int("limit", DEFAULT_LIMIT, min=1, max=MAX_LIMIT)}
-    if ccs := q.cc_list("probe_cc"):
-        clauses.append("has(%(ccs)s, probe_cc)")
-        params["ccs"] = ccs
-    if asns := q.asn_list("probe_asn"):
-        clauses.append("has(%(asns)s, toUInt32(probe_asn))")
-        params["asns"] = asns
-    if tests := q.test_names("test_name"):
-        clauses.append("has(%(tests)s, test_name)")
-        params["tests"] = tests
-    if (input_ := q.input("input")) is not None:
-        clauses.append("input = %(input)s")
-        params["input"] = input_
-    if (domain := q.domain("domain")) is not None:
-        if not domain.startswith("[") and domain.count(":") == 1:
-            domain = domain.split(":")[0]  # host:port: the host
-        clauses.append("lower(domain(input)) = %(domain)s")
-        params["domain"] = domain
-    if (status := q.str("status")) is not None:
-        if status.upper() not in STATUSES:
-            raise APIError(f"Invalid status: use one of {', '.join(STATUSES)}", 400)
-        clauses.append("status = %(status)s")
-        params["status"] = status.upper()
-    since, until = q.date("since"), q.date("until")
-    if since is not None and until is not None and since >= until:
-        raise APIError("Invalid range: since must be before until", 400)
-    if since is not None:
-        clauses.append("time >= %(since)s")
-        params["since"] = since
-    if until is not None:
-        clauses.append("time < %(until)s")
-        params["until"] = until
-    return SQL.format(where=" AND ".join(clauses) or "1"), params
+def events_query(q: Query) -> tuple[str, dict[str, Any]]:
+    """The feed's SQL for the query string."""
+    return event_query.build_query(
+        limit=q.int("limit", event_query.DEFAULT_LIMIT, min=1, max=event_query.MAX_LIMIT)
+        or event_query.DEFAULT_LIMIT,
+        ccs=q.cc_list("probe_cc"), asns=q.asn_list("probe_asn"),
+        tests=q.test_names("test_name"), input_=q.input("input"), domain=q.domain("domain"),
+        status=q.str("status"), since=q.date("since"), until=q.date("until"))
 
 
 def _wants_atom(request: web.Request, q: Query) -> bool:
@@ -101,7 +59,7 @@ def _wants_atom(request: web.Request, q: Query) -> bool:
 async def events(request: web.Request) -> web.Response:
     q = Query(request.query)
     atom = _wants_atom(request, q)
-    sql, params = build_query(q)
+    sql, params = events_query(q)
     rows = await request.app[DB].query(sql, params,
                                        settings={"max_execution_time": MAX_EXECUTION_TIME})
     headers = {"Vary": "Accept"}
@@ -119,6 +77,15 @@ async def events(request: web.Request) -> web.Response:
                         headers=headers)
 
 
+def changepoints_query(q: Query, day: dt.datetime) -> tuple[str, dict[str, Any]]:
+    """The change points' SQL for the query string; `day` is today 00:00 UTC."""
+    since, until = q.date("since"), q.date("until")
+    return changepoints.build_query(
+        day, since=since, until=until,
+        asn=q.asn("probe_asn"),  # AS8048 or 8048; anything else is a 400 (OONI: 500)
+        cc=q.str("probe_cc"), domain=q.str("domain"))
+
+
 @docs(tags=TAGS, summary="Change points of OONI's analysis event detector",
       description="Rows of `event_detector_changepoints` with `ts` within `since` .. `until` "
                   "(both inclusive; default 30 days ago 00:00 UTC .. today 00:00 UTC). "
@@ -132,7 +99,7 @@ async def events(request: web.Request) -> web.Response:
                                       '"s_pos", "s_neg", "h", "block_type"}]}'},
                  400: {"description": "Invalid parameter"}})
 async def changepoints_list(request: web.Request) -> web.Response:
-    sql, params = changepoints.build_query(Query(request.query))
+    sql, params = changepoints_query(Query(request.query), today())
     rows = await request.app[DB].query(sql, params,
                                        settings={"max_execution_time": MAX_EXECUTION_TIME})
     # No Cache-Control, as OONI's service.

@@ -24,10 +24,11 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
-from oonibackend.appkeys import CONFIG, DB, READ_CACHE
+from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
 from oonibackend.queries import country_grids as grids
 from oonibackend.queries import country_stats as cq
+from oonibackend.readcache import READ_CACHE
 from oonibackend.routes.links import base_url
 from oonibackend.routes.params import MAX_OFFSET, Query, today
 

@@ -37,9 +37,10 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
-from oonibackend.appkeys import CONFIG, DB, METRICS, READ_CACHE
+from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.errors import APIError
 from oonibackend.queries import overview as oq
+from oonibackend.readcache import READ_CACHE
 from oonibackend.routes.params import Query, today
 
 log = logging.getLogger("oonibackend.explorer_overview")

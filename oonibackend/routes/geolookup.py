@@ -13,9 +13,10 @@ from aiohttp_apispec import docs, response_schema
 from marshmallow import Schema, fields
 
 from oonibackend import jsonutil
-from oonibackend.appkeys import GEOIP
 from oonibackend.errors import APIError
-from oonibackend.routes.probe_common import TAGS, json_body, read_json_object
+from oonibackend.geoip import GEOIP
+from oonibackend.routes.body import read_object
+from oonibackend.routes.probe_common import TAGS, json_body
 
 MAX_ADDRESSES = 1000
 
@@ -40,7 +41,7 @@ class GeolookupResponseSchema(Schema):
 @json_body(GeolookupRequestSchema, "IP addresses")
 @response_schema(GeolookupResponseSchema, 200)
 async def post_geolookup(request: web.Request) -> web.Response:
-    data = await read_json_object(request)
+    data = await read_object(request, message="JSON expected")
     addresses = data.get("addresses")
     if not isinstance(addresses, list):
         raise APIError("addresses must be a list of IP addresses", 400)

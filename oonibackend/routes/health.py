@@ -15,10 +15,14 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import __version__, jsonutil
-from oonibackend.appkeys import ANONC, CONFIG, DB, HEALTH, SPOOL
+from oonibackend.appkeys import CONFIG, DB
 from oonibackend.health import Monitor, monitoring
+from oonibackend.routes.anonc import ANONC
+from oonibackend.routes.collector import SPOOL
 from oonibackend.routes.pages import build_label
 from oonibackend.storage.migrate import available
+
+HEALTH = web.AppKey("health", Monitor)
 
 
 @docs(summary="Health check: database, fastpath, spool and reference data",

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import secrets
 from typing import Any
 
 from aiohttp import web
@@ -40,18 +39,16 @@ from oonibackend.accounts.auth import AUTH, current_session, require_session
 from oonibackend.accounts.ids import account_id, normalize_email
 from oonibackend.accounts.tokens import Session
 from oonibackend.appkeys import CONFIG, DB
-from oonibackend.errors import APIError
-from oonibackend.incidents import model
+from oonibackend.errors import APIError, Invalid
+from oonibackend.incidents import model, store
 from oonibackend.routes.body import read_json
 from oonibackend.routes.params import Query
+from oonibackend.storage import Database
 
 log = logging.getLogger("oonibackend.incidents")
 TAGS = ["Findings"]
 LOCK = web.AppKey("incidents_lock", asyncio.Lock)
 _MAX_BODY = 512 * 1024
-COLUMNS = ("id, update_time, start_time, end_time, reported_by, title, event_type, published, "
-           "CCs, ASNs, domains, tags, test_names, links, short_description, email_address, "
-           "create_time, creator_account_id, themes, slug")
 ACTIONS = ("create", "update", "delete", "publish", "unpublish")
 
 
@@ -59,14 +56,6 @@ def _ok(obj: dict[str, Any]) -> web.Response:
     """Every successful answer carries exactly `Cache-Control: no-cache`, as OONI's findings
     service (docs/current_services.md §7): visibility depends on who asks."""
     return jsonutil.response(obj, headers={"Cache-Control": "no-cache"})
-
-
-def _visible(session: Session | None) -> tuple[str, dict[str, Any]]:
-    if session is None:
-        return "published = 1", {}
-    if session.role == "admin":
-        return "1", {}
-    return "(published = 1 OR creator_account_id = %(me)s)", {"me": session.account_id}
 
 
 def _out(row: dict[str, Any], session: Session | None) -> dict[str, Any]:
@@ -88,40 +77,15 @@ def _out(row: dict[str, Any], session: Session | None) -> dict[str, Any]:
 async def search(request: web.Request) -> web.Response:
     session = current_session(request)
     q = Query(request.query)
-    where, params = _visible(session)
-    clauses = ["deleted != 1", where]
+    mine = None
     if q.bool("only_mine"):
         if session is None:
             return _ok({"incidents": [], "v": 1})
-        clauses.append("creator_account_id = %(me)s")
-        params["me"] = session.account_id
-    ccs = q.cc_list("country_code")
-    if ccs:
-        clauses.append("hasAny(CCs, %(ccs)s)")
-        params["ccs"] = ccs
-    themes = q.list("theme")
-    if themes:
-        clauses.append("hasAny(themes, %(themes)s)")
-        params["themes"] = themes
-    asns = q.asn_list("asn")
-    if asns:
-        clauses.append("hasAny(ASNs, %(asns)s)")
-        params["asns"] = asns
-    domains = q.list("domain")
-    if domains:
-        clauses.append("hasAny(domains, %(domains)s)")
-        params["domains"] = domains
-    rows = await request.app[DB].query(
-        f"SELECT {COLUMNS} FROM incidents FINAL WHERE {' AND '.join(clauses)} ORDER BY title",
-        params)
+        mine = session.account_id
+    rows = await store.search(request.app[DB], session, mine=mine,
+                              ccs=q.cc_list("country_code"), themes=q.list("theme"),
+                              asns=q.asn_list("asn"), domains=q.list("domain"))
     return _ok({"incidents": [_out(r, session) for r in rows], "v": 1})
-
-
-async def _load(db: Any, key: str) -> dict[str, Any] | None:
-    return await db.query_one(
-        f"SELECT {COLUMNS}, text FROM incidents FINAL "
-        "WHERE deleted != 1 AND (id = %(k)s OR (slug != '' AND slug = %(k)s)) "
-        "ORDER BY id = %(k)s DESC LIMIT 1", {"k": key})
 
 
 @docs(tags=TAGS, summary="One finding, by id or slug",
@@ -132,32 +96,15 @@ async def show(request: web.Request) -> web.Response:
     if not 0 < len(key) <= 100:
         raise APIError("Incident not found", 404)
     session = current_session(request)
-    row = await _load(request.app[DB], key)
+    row = await store.load(request.app[DB], key)
     if row is None or not (row["published"] or (session is not None and (
             session.role == "admin" or row["creator_account_id"] == session.account_id))):
         raise APIError("Incident not found", 404)
     return _ok({"incident": _out(row, session), "v": 1})
 
 
-def _new_id(collector_id: str) -> str:
-    suffix = int(collector_id) if collector_id.isdigit() else 0
-    return str(secrets.randbits(32) * 100 + suffix % 100)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-
-
-def _next_version(current: dt.datetime | None) -> dt.datetime:
-    now = _now()
-    return now if current is None or now > current else current + dt.timedelta(seconds=1)
-
-
-async def _unique_slug(db: Any, slug: str, incident_id: str, explicit: bool) -> str:
-    row = await db.query_one("SELECT id FROM incidents FINAL WHERE deleted != 1 AND "
-                             "slug = %(s)s AND id != %(id)s LIMIT 1",
-                             {"s": slug, "id": incident_id})
-    if row is None:
+async def _unique_slug(db: Database, slug: str, incident_id: str, explicit: bool) -> str:
+    if not await store.slug_taken(db, slug, incident_id):
         return slug
     if explicit:
         raise APIError("This slug is already used by another finding", 400,
@@ -176,21 +123,13 @@ def _check_email(request: web.Request, session: Session, email: str) -> None:
         raise APIError("email_address must be your own", 400, err_str="err_request_params")
 
 
-def _row(fields: dict[str, Any], incident_id: str, creator: str, created: dt.datetime,
-         version: dt.datetime) -> dict[str, Any]:
-    row = {k: v for k, v in fields.items() if k != "id"}
-    row.update(id=incident_id, creator_account_id=creator, create_time=created,
-               update_time=version, deleted=0)
-    return row
-
-
 def _expected_version(request: web.Request, body: dict[str, Any]) -> dt.datetime | None:
     raw = request.headers.get("If-Match") or body.get("update_time")
     if not raw:
         return None
     try:
         return model._time(str(raw).strip('"'), "update_time")
-    except APIError:
+    except Invalid:
         raise APIError("Invalid update_time / If-Match", 400) from None
 
 
@@ -214,13 +153,12 @@ async def action(request: web.Request) -> web.Response:
             if fields["published"] and session.role != "admin":
                 raise APIError("Only admins can publish", 403, err_str="err_ownership")
             _check_email(request, session, fields["email_address"])
-            incident_id = _new_id(request.app[CONFIG].server.collector_id)
+            incident_id = store.new_id(request.app[CONFIG].server.collector_id)
             fields["slug"] = await _unique_slug(db, fields["slug"] or
                                                 model.slugify(fields["title"]), incident_id,
                                                 explicit=bool(fields["slug"]))
-            now = _now()
-            await db.insert("incidents", [_row(fields, incident_id, session.account_id, now,
-                                               now)])
+            now = store.now()
+            await store.save(db, store.row(fields, incident_id, session.account_id, now, now))
             log.info("finding created", extra={"id": incident_id})
             return _ok({"r": 1, "id": incident_id})
 
@@ -228,7 +166,7 @@ async def action(request: web.Request) -> web.Response:
             raise APIError("Invalid request: id missing", 400, err_str="err_request_params")
         if not 0 < len(str(body["id"])) <= 100:  # as show: a longer key can name no finding
             raise APIError("Invalid request: invalid id", 400, err_str="err_request_params")
-        current = await _load(db, str(body["id"]))
+        current = await store.load(db, str(body["id"]))
         if current is None or current["id"] != str(body["id"]):
             raise APIError("Incident not found", 404)
         if session.role != "admin" and current["creator_account_id"] != session.account_id:
@@ -236,12 +174,11 @@ async def action(request: web.Request) -> web.Response:
         expected = _expected_version(request, body)
         if expected is not None and expected != current["update_time"]:
             raise APIError("The finding was changed by somebody else since you read it", 409)
-        version = _next_version(current["update_time"])
+        version = store.next_version(current["update_time"])
         incident_id = current["id"]
 
         if name == "delete":
-            await db.execute("ALTER TABLE incidents DELETE WHERE id = %(id)s", {"id": incident_id},
-                             settings={"mutations_sync": 2})
+            await store.delete(db, incident_id)
             log.info("finding deleted", extra={"id": incident_id})
             return _ok({})
         if name in ("publish", "unpublish"):
@@ -249,7 +186,7 @@ async def action(request: web.Request) -> web.Response:
                 raise APIError("Only admins can publish", 403, err_str="err_ownership")
             row = {k: v for k, v in current.items()}
             row.update(published=int(name == "publish"), update_time=version, deleted=0)
-            await db.insert("incidents", [row])
+            await store.save(db, row)
             return _ok({"r": 1, "id": incident_id})
 
         fields = model.parse(body, update=True)
@@ -264,8 +201,8 @@ async def action(request: web.Request) -> web.Response:
         slug = fields["slug"] or current["slug"] or model.slugify(fields["title"])
         fields["slug"] = await _unique_slug(db, slug, incident_id,
                                             explicit=bool(fields["slug"]))
-        await db.insert("incidents", [_row(fields, incident_id, current["creator_account_id"],
-                                           current["create_time"], version)])
+        await store.save(db, store.row(fields, incident_id, current["creator_account_id"],
+                                       current["create_time"], version))
         log.info("finding updated", extra={"id": incident_id})
         return _ok({"r": 1, "id": incident_id})
 

@@ -22,10 +22,10 @@ from aiohttp import hdrs, web
 
 from oonibackend.appkeys import CONFIG
 from oonibackend.clientip import from_trusted_proxy
+from oonibackend.validate import DNS_LABEL
 
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST = re.compile(
-    rf"(?P<host>\[(?P<ipv6>[0-9A-Fa-f:.]{{2,45}})\]|{_LABEL}(?:\.{_LABEL})*\.?)"
+    rf"(?P<host>\[(?P<ipv6>[0-9A-Fa-f:.]{{2,45}})\]|{DNS_LABEL}(?:\.{DNS_LABEL})*\.?)"
     r"(?::(?P<port>[0-9]{1,5}))?"
 )
 MAX_HOST = 253

@@ -21,11 +21,12 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import ids, jsonutil
-from oonibackend.appkeys import CONFIG, DB, READ_CACHE
+from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
 from oonibackend.queries import analysis as qa
 from oonibackend.queries import mat
 from oonibackend.queries import observations as qo
+from oonibackend.readcache import READ_CACHE
 from oonibackend.routes import aggregation
 from oonibackend.routes.params import Query, today
 from oonibackend.storage import QueryLimitExceeded

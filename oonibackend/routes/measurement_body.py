@@ -18,10 +18,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp_apispec import docs
 
-from oonibackend import ids, jsonutil
-from oonibackend.appkeys import BODIES, CONFIG, DB
+from oonibackend import ids, jsonutil, validate
+from oonibackend.appkeys import CONFIG, DB
 from oonibackend.bodies import archive, spool
-from oonibackend.bodies.lookup import bodies_ctx
+from oonibackend.bodies.lookup import BODIES, bodies_ctx
 from oonibackend.errors import APIError
 from oonibackend.queries import measurements as mq
 from oonibackend.routes.params import Query
@@ -66,7 +66,7 @@ async def find_meta(request: web.Request, *, uid: str | None = None,
 
 def _uid_param(q: Query) -> str | None:
     uid = q.str("measurement_uid")
-    if uid is not None and not mq.is_safe_id(uid):
+    if uid is not None and not validate.is_measurement_uid(uid):
         raise APIError("Invalid measurement_uid", 400)
     return uid
 
@@ -151,7 +151,7 @@ async def raw_measurement(request: web.Request) -> web.StreamResponse:
                  400: {"description": NOT_FOUND_UID}})
 async def get_measurement(request: web.Request) -> web.StreamResponse:
     uid = request.match_info["measurement_uid"]
-    if not mq.is_safe_id(uid):
+    if not validate.is_measurement_uid(uid):
         raise APIError(NOT_FOUND_UID, 400)
     download = Query(request.query).bool("download", False)
     found = await find_meta(request, uid=uid)

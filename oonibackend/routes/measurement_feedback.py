@@ -16,7 +16,7 @@ import logging
 from aiohttp import web
 from aiohttp_apispec import docs
 
-from oonibackend import jsonutil
+from oonibackend import jsonutil, validate
 from oonibackend.accounts.auth import current_session, require_session
 from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
@@ -40,7 +40,7 @@ _MAX_BODY = 4096
                  400: {"description": "Invalid measurement_uid"}})
 async def get_feedback(request: web.Request) -> web.Response:
     uid = request.match_info["measurement_uid"]
-    if not mq.is_safe_id(uid):
+    if not validate.is_measurement_uid(uid):
         raise APIError("Invalid measurement_uid", 400)
     session = current_session(request)
     account = session.account_id if session else None
@@ -71,7 +71,7 @@ async def post_feedback(request: web.Request) -> web.Response:
     uid = uid.strip() if isinstance(uid, str) else ""
     status = status.strip() if isinstance(status, str) else ""
     # Legacy did not validate the uid; a feedback row needs a plausible one.
-    if not mq.is_safe_id(uid):
+    if not validate.is_measurement_uid(uid):
         raise APIError("Invalid measurement_uid", 400)
     if status not in STATUSES:
         raise APIError("Invalid status", 400)

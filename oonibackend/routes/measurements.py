@@ -1,23 +1,25 @@
 """GET /api/v1/measurements: the search listing (docs/api.md §1.2 #17, §2.7).
 
 Explorer's /search page and the country/ASN/domain "recent measurements" boxes; researchers
-page through it with the absolute `metadata.next_url`. Parameter parsing and SQL are in
-queries/measurements.py; this handler runs the query and shapes the answer.
+page through it with the absolute `metadata.next_url`. The SQL is in queries/measurements.py;
+this module parses the parameters, runs the query and shapes the answer.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 from aiohttp import web
 from aiohttp_apispec import docs
 
-from oonibackend import jsonutil
+from oonibackend import jsonutil, validate
 from oonibackend.appkeys import CONFIG, DB
+from oonibackend.errors import APIError
 from oonibackend.queries import measurements as mq
 from oonibackend.routes import params
 from oonibackend.routes.links import base_url
-from oonibackend.routes.params import Query
+from oonibackend.routes.params import MAX_OFFSET, Query
 
 TAGS = ["measurements"]
 CACHE = 60
@@ -28,6 +30,64 @@ OKHTTP_ANSWER = {
                  "pages": 1, "query_time": 0.001},
     "results": [{"measurement_url": ""}],
 }
+
+
+def parse_list_query(q: Query, today: dt.datetime) -> mq.ListQuery:
+    """The parameters of GET /api/v1/measurements; `today` is 00:00 UTC of the current day.
+
+    Defaults as legacy: without report_id, `until` is tomorrow 00:00 and `since` 30 days before
+    `until`; with a report_id and no dates the search is unbounded in time.
+    """
+    probe_ccs = q.cc_list("probe_cc")
+    if "ZZ" in probe_ccs:
+        raise APIError("Forbidden: probe_cc ZZ (unknown country) cannot be searched", 403)
+    probe_asns = q.asn_list("probe_asn")
+    if 0 in probe_asns:
+        raise APIError("Forbidden: probe_asn AS0 (unknown network) cannot be searched", 403)
+    test_names = q.test_names("test_name", any_case=True)  # legacy took upper case here
+    try:
+        run_ids = [validate.uint64(v, "ooni_run_link_id", max_digits=None)
+                   for v in q.list("ooni_run_link_id")]
+    except validate.InvalidValue:
+        raise APIError("Invalid ooni_run_link_id", 400) from None
+    order_by = q.str("order_by", "measurement_start_time")
+    if order_by not in mq.ORDER_BY:
+        raise APIError("Invalid field for ordering: use one of " + ", ".join(mq.ORDER_BY), 400)
+    order = q.str("order", "desc").lower()
+    if order not in ("asc", "desc"):
+        raise APIError("Invalid order: use asc or desc", 400)
+    limit = q.int("limit", mq.DEFAULT_LIMIT)
+    assert limit is not None
+    if limit > mq.MAX_LIMIT:
+        raise APIError(f"`limit` is only allowed up to {mq.MAX_LIMIT}", 400)
+    if limit < 1:
+        raise APIError("Invalid limit: must be at least 1", 400)
+    offset = q.int("offset", 0, min=0, max=MAX_OFFSET)
+    assert offset is not None
+
+    report_id = q.report_id()
+    since, until = q.date("since"), q.date("until")
+    if report_id is None:
+        if until is None:
+            until = today + dt.timedelta(days=1)
+        if since is None:
+            since = until - mq.DEFAULT_WINDOW
+
+    inp = q.str("input")
+    # As legacy: an input is more specific than a domain or a category, which are then ignored.
+    domains = () if inp is not None else tuple(q.list("domain"))
+    categories = () if inp is not None else tuple(q.category_codes("category_code"))
+    return mq.ListQuery(
+        report_id=report_id, input=inp, domains=domains, category_codes=categories,
+        probe_ccs=tuple(probe_ccs), probe_asns=tuple(probe_asns), test_names=tuple(test_names),
+        since=since, until=until,
+        anomaly=q.bool("anomaly"), confirmed=q.bool("confirmed"), failure=q.bool("failure"),
+        software_versions=tuple(q.list("software_version")),
+        test_versions=tuple(q.list("test_version")),
+        engine_versions=tuple(q.list("engine_version")),
+        ooni_run_link_ids=tuple(run_ids), order_by=order_by, order=order,
+        offset=offset, limit=limit,
+    )
 
 
 def _q(name: str, description: str, type_: str = "string") -> dict[str, str]:
@@ -69,7 +129,7 @@ def _q(name: str, description: str, type_: str = "string") -> dict[str, str]:
 )
 async def list_measurements(request: web.Request) -> web.Response:
     q = Query(request.query)
-    lq = mq.parse_list_query(q, params.today())
+    lq = parse_list_query(q, params.today())
     if request.headers.get("User-Agent", "").startswith("okhttp"):
         return jsonutil.response(OKHTTP_ANSWER, cache=0)
     cfg = request.app[CONFIG]

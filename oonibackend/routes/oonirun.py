@@ -30,32 +30,30 @@ Bad input is a 400 `{"error"}` (the service's 422 bodies are FastAPI's, not ours
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import docs
 
-from oonibackend import jsonutil
+from oonibackend import jsonutil, validate
 from oonibackend.accounts.auth import current_session, require_session
 from oonibackend.accounts.tokens import Session
-from oonibackend.appkeys import CONFIG, DB, TEST_LISTS
+from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
 from oonibackend.oonirun import engine, model, store
+from oonibackend.prioritization.snapshot import TEST_LISTS
 from oonibackend.routes.body import read_json
-from oonibackend.routes.params import Query, parse_datetime
+from oonibackend.routes.params import Query, checked
 
 TAGS = ["OONI Run"]
 LOCK = web.AppKey("oonirun_lock", asyncio.Lock)
 _MAX_BODY = model.MAX_DESCRIPTOR_BYTES * 2
-_ID = re.compile(r"[0-9]{1,19}", re.ASCII)
-
-
 def _link_id(value: str) -> int:
-    if not _ID.fullmatch(value) or int(value) >= 2**64:
-        raise APIError("Invalid OONI Run link id", 400)
-    return int(value)
+    try:
+        return validate.uint64(value, "ooni_run_link_id", max_digits=19)
+    except validate.InvalidValue:
+        raise APIError("Invalid OONI Run link id", 400) from None
 
 
 def _new_id(collector_id: str) -> int:
@@ -149,7 +147,7 @@ async def draft_fetch(request: web.Request) -> web.Response:
     when = Query(request.query).str("creation_time")
     versions = await store.versions(request.app[DB], link_id)
     if when is not None:
-        t = parse_datetime(when, "creation_time")
+        t = checked(validate.date_time, when, "creation_time")
         versions = [v for v in versions if v["descriptor_creation_time"] == t]
     if not versions:
         raise APIError("oonirun descriptor not found", 404)

@@ -15,7 +15,8 @@ from marshmallow import Schema, fields
 from oonibackend import jsonutil, probe_tokens
 from oonibackend.appkeys import CONFIG, METRICS
 from oonibackend.errors import APIError
-from oonibackend.routes.probe_common import TAGS, json_body, read_json_object
+from oonibackend.routes.body import read_object
+from oonibackend.routes.probe_common import TAGS, json_body
 
 log = logging.getLogger("oonibackend.probe_auth")
 
@@ -66,7 +67,7 @@ async def post_register(request: web.Request) -> web.Response:
     # The legacy API insisted on a JSON Content-Type and ignored the body's content.
     if request.content_type != "application/json":
         raise APIError("error: JSON expected!", 400)
-    await read_json_object(request, "error: JSON expected!")
+    await read_object(request, message="error: JSON expected!")
     client_id = probe_tokens.new_client_id(jwt_key(request.app))
     return jsonutil.response({"client_id": client_id}, cache=0)
 
@@ -76,7 +77,7 @@ async def post_register(request: web.Request) -> web.Response:
 @json_body(LoginRequestSchema, "Username and password")
 @response_schema(LoginResponseSchema, 200, description="Auth object")
 async def post_login(request: web.Request) -> web.Response:
-    data = await read_json_object(request)
+    data = await read_object(request, message="JSON expected")
     cfg = request.app[CONFIG]
     key = jwt_key(request.app)
     username = data.get("username")

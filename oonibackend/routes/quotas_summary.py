@@ -13,8 +13,8 @@ from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
 from oonibackend.accounts.auth import require_session
-from oonibackend.appkeys import QUOTAS
 from oonibackend.quotas import middleware
+from oonibackend.quotas.context import QUOTAS
 
 SUMMARY_SIZE = 20
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from oonibackend.appkeys import READ_CACHE
-from oonibackend.readcache import ReadCache
+from oonibackend.readcache import READ_CACHE, ReadCache
 from oonibackend.routes import (
     aggregation,
     explorer_country,

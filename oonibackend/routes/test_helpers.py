@@ -16,7 +16,6 @@ import asyncio
 import ipaddress
 import logging
 import random
-import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -24,11 +23,12 @@ from aiohttp import web
 from aiohttp_apispec import docs, response_schema
 from marshmallow import Schema, fields
 
-from oonibackend import clientip, jsonutil
+from oonibackend import clientip, jsonutil, validate
 from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.background import refreshing
 from oonibackend.errors import APIError
-from oonibackend.routes.probe_common import TAGS, json_body, read_json
+from oonibackend.routes.body import REFUSE, read_json
+from oonibackend.routes.probe_common import TAGS, json_body
 
 log = logging.getLogger("oonibackend.test_helpers")
 
@@ -100,8 +100,6 @@ def request_test_helpers(request: web.Request) -> dict[str, list[dict[str, str]]
 
 # ---- the rotation's live hosts, reloaded in the background ----
 
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
 # How long start-up waits for the first load before serving the static helpers.
 FIRST_LOAD_WAIT = 2.0
 
@@ -112,7 +110,7 @@ def live_addresses(hosts: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     out = set()
     for rdn, zone in hosts:
         name = f"{rdn}.{zone}".lower()
-        if len(name) <= 253 and _HOSTNAME.fullmatch(name):
+        if len(name) <= 253 and validate.is_dns_name(name, min_labels=2):
             out.add(f"https://{name}")
     return tuple(sorted(out))
 
@@ -243,7 +241,7 @@ async def get_collectors(request: web.Request) -> web.Response:
       description="Legacy bouncer: collector and test helpers for the first net-test.")
 @json_body(BouncerRequestSchema, "open report data")
 async def post_bouncer_net_tests(request: web.Request) -> web.Response:
-    data = await read_json(request, "Malformed request")
+    data = await read_json(request, empty=REFUSE, message="Malformed request")
     try:
         first = data["net-tests"][0]
         name, version = first["name"], first["version"]

@@ -11,10 +11,11 @@ from aiohttp import web
 from aiohttp_apispec import docs, response_schema
 from marshmallow import Schema, fields
 
-from oonibackend import jsonutil
-from oonibackend.appkeys import TEST_LISTS
+from oonibackend import jsonutil, validate
 from oonibackend.errors import APIError
-from oonibackend.routes.probe_common import TAGS, parse_asn, parse_category_codes, parse_cc
+from oonibackend.prioritization.snapshot import TEST_LISTS
+from oonibackend.routes.params import checked
+from oonibackend.routes.probe_common import TAGS
 
 DEFAULT_LIMIT = 9999
 _TRUE = frozenset({"true", "1", "yes"})
@@ -71,8 +72,8 @@ _Q_LIMIT = {"in": "query", "name": "limit", "type": "integer",
 @response_schema(URLListSchema, 200, description="URL test list")
 async def get_test_list_urls(request: web.Request) -> web.Response:
     q = request.query
-    cc = parse_cc(q.get("country_code") or q.get("probe_cc"), "country_code")
-    categories = parse_category_codes(q.get("category_codes"))
+    cc = checked(validate.probe_cc, q.get("country_code") or q.get("probe_cc"), "country_code")
+    categories = checked(validate.category_codes, q.get("category_codes"))
     limit = parse_limit(q.get("limit"))
     debug = q.get("debug", "").strip().lower() in _TRUE
     snap = request.app[TEST_LISTS].snapshot
@@ -100,9 +101,9 @@ async def get_test_list_urls(request: web.Request) -> web.Response:
                                         "prio_rules"}})
 async def get_debug_prioritization(request: web.Request) -> web.Response:
     q = request.query
-    cc = parse_cc(q.get("probe_cc"))
-    categories = parse_category_codes(q.get("category_codes"))
-    asn = parse_asn(q.get("probe_asn"), allow_bare=True)
+    cc = checked(validate.probe_cc, q.get("probe_cc"))
+    categories = checked(validate.category_codes, q.get("category_codes"))
+    asn = checked(validate.probe_asn, q.get("probe_asn"), allow_bare=True)
     # The legacy default (-1) produced exactly one item; here it means the default limit.
     limit = parse_limit(q.get("limit"))
     info = request.app[TEST_LISTS].snapshot.debug_info(cc, asn, categories, limit)

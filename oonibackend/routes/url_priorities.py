@@ -20,17 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import docs
 
-from oonibackend import jsonutil
+from oonibackend import jsonutil, validate
 from oonibackend.accounts.auth import require_session
-from oonibackend.appkeys import DB, READ_CACHE, TEST_LISTS
+from oonibackend.appkeys import DB
 from oonibackend.errors import APIError
 from oonibackend.prioritization import countries
-from oonibackend.prioritization.snapshot import RULES_SQL
+from oonibackend.prioritization.snapshot import RULES_SQL, TEST_LISTS
+from oonibackend.readcache import READ_CACHE
 from oonibackend.routes.body import read_json
 from oonibackend.routes.params import Query
 from oonibackend.storage import versions
@@ -39,11 +41,12 @@ log = logging.getLogger("oonibackend.url_priorities")
 TAGS = ["URL priorities"]
 FIELDS = ("category_code", "cc", "domain", "url", "priority")
 _MAX_BODY = 16384
-_TEXT = {
-    "category_code": re.compile(r"\*|[A-Z]{1,16}", re.ASCII),
-    "cc": re.compile(r"\*|[A-Za-z]{2}", re.ASCII),
-    "domain": re.compile(r"\*|[A-Za-z0-9.\-_:\[\]]{1,255}", re.ASCII),
-    "url": re.compile(r"\*|https?://[^\s\\]{1,2000}", re.ASCII),
+# `*` (any) or a value: category codes upper-case as written, country codes of any case.
+_TEXT: dict[str, Callable[[str], object]] = {
+    "category_code": validate.is_category_code,
+    "cc": validate.is_country_code,
+    "domain": re.compile(r"[A-Za-z0-9.\-_:\[\]]{1,255}", re.ASCII).fullmatch,
+    "url": re.compile(r"https?://[^\s\\]{1,2000}", re.ASCII).fullmatch,
 }
 LOCK = web.AppKey("url_priorities_lock", asyncio.Lock)
 
@@ -61,7 +64,7 @@ def parse_rule(value: Any, name: str) -> dict[str, Any] | None:
     rule: dict[str, Any] = {}
     for field in FIELDS[:4]:
         v = value.get(field) or "*"
-        if not isinstance(v, str) or not _TEXT[field].fullmatch(v.strip()):
+        if not isinstance(v, str) or not (v.strip() == "*" or _TEXT[field](v.strip())):
             raise APIError(f"Invalid {field} in {name}", 400, err_str="err_request_params")
         rule[field] = v.strip().upper() if field == "cc" and v != "*" else v.strip()
     prio = value.get("priority")

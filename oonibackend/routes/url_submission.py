@@ -37,7 +37,8 @@ from oonibackend.testlists.workflow import Editor
 
 log = logging.getLogger("oonibackend.testlists")
 TAGS = ["Test List Editor"]
-EDITOR = web.AppKey("testlists_editor", Any)  # Editor, or None when not configured
+# Set by editor_ctx below; absent when no GitHub token is configured.
+EDITOR = web.AppKey("testlists_editor", Editor)
 _MAX_BODY = 64 * 1024
 _MAX_COMMENT = 2000
 _COMMENT_JUNK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -163,7 +164,6 @@ async def editor_ctx(app: web.Application) -> AsyncIterator[None]:
     token = await asyncio.to_thread(read_token, cfg)
     if not token:
         log.info("test-list editing not configured (no github token)")
-        app[EDITOR] = None
         yield
         return
     session = aiohttp.ClientSession()

@@ -11,12 +11,14 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
-from oonibackend.appkeys import CONFIG, DB, METRICS, VPN
+from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.errors import APIError
 from oonibackend.vpn.riseup import RiseupVPN
 from oonibackend.vpn.service import Unavailable, VPNConfigService, answer
 
 NOT_FOUND = "provider not found"  # OONI's `detail`, also our `error`
+# Set by vpn_ctx below.
+VPN = web.AppKey("vpn", VPNConfigService)
 
 
 @docs(summary="Probe Services: VPN configuration",
@@ -24,7 +26,7 @@ NOT_FOUND = "provider not found"  # OONI's `detail`, also our `error`
       "random for a provider (only `riseupvpn`); `country_code` is ignored. 404 for an "
       "unknown provider, 503 when nothing is cached and the provider cannot be reached.")
 async def vpn_config(request: web.Request) -> web.Response:
-    service: VPNConfigService = request.app[VPN]
+    service = request.app[VPN]
     name = request.match_info["provider"]
     # Checked before anything else: an unknown name never reaches the database or a provider.
     if not service.known(name):

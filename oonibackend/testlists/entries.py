@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from oonibackend import validate
 from oonibackend.citizenlab.lists import CATEGORY_CODES, HEADER, MAX_URL_LENGTH
 
 # CitizenLab's category codes and descriptions (lists/00-LEGEND-new_category_codes.csv).
@@ -73,7 +74,6 @@ _URL = re.compile(
 )
 _BAD_URL_CHARS = ("\r", "\n", "\t", "\\")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
-_CC = re.compile(r"[a-z]{2}", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Entry = dict[str, str]
@@ -98,7 +98,7 @@ def parse_cc(value: object) -> str:
     """`global` or a lowercase two-letter code (the list's file name without `.csv`)."""
     if isinstance(value, str):
         cc = value.strip().lower()
-        if cc == GLOBAL or _CC.fullmatch(cc):
+        if cc == GLOBAL or validate.is_country_code(cc, case="lower"):
             return cc
     raise EntryError("Invalid country code", "err_invalid_country_code")
 

@@ -42,7 +42,7 @@ from typing import Any
 from oonibackend import jsonutil
 from oonibackend.accounts.ids import is_account_id
 from oonibackend.config import Config
-from oonibackend.errors import APIError
+from oonibackend.errors import DomainError, Failed, Forbidden, Invalid, Unavailable, UpstreamFailed
 from oonibackend.fileutil import release_flock, try_flock
 from oonibackend.testlists import entries as E
 from oonibackend.testlists.git import Git, GitError, basic_auth_header
@@ -56,18 +56,14 @@ BRANCH_PREFIX = "user-contribution/"
 _MAX_PR_BODY_LINES = 100
 
 
-def busy(what: str) -> APIError:
-    err = APIError(f"{what} is busy with another request, retry shortly", 503,
-                   err_str="err_busy")
-    err.headers["Retry-After"] = "2"
-    return err
+def busy(what: str) -> Unavailable:
+    return Unavailable(f"{what} is busy with another request, retry shortly", retry_after=2,
+                       err_str="err_busy")
 
 
-def _unavailable() -> APIError:
-    err = APIError("The test lists repository is not available yet, retry shortly", 503,
-                   err_str="err_repository_unavailable")
-    err.headers["Retry-After"] = "10"
-    return err
+def _unavailable() -> Unavailable:
+    return Unavailable("The test lists repository is not available yet, retry shortly",
+                       retry_after=10, err_str="err_repository_unavailable")
 
 
 # --- file helpers (run in threads) -----------------------------------------------------------
@@ -103,8 +99,8 @@ def _parse(root: Path, name: str) -> E.ListFile | None:
         return E.parse_list(text)
     except E.ListFileError as e:
         log.error("malformed test list", extra={"file": f"lists/{name}.csv", "error": str(e)})
-        raise APIError(f"lists/{name}.csv is not in the expected format", 500,
-                       err_str="err_bad_list_file") from None
+        raise Failed(f"lists/{name}.csv is not in the expected format",
+                     err_str="err_bad_list_file") from None
 
 
 def _read_lists(root: Path, cc: str) -> tuple[E.ListFile | None, E.ListFile | None]:
@@ -216,7 +212,7 @@ class Editor:
     async def _user_locked(self, account_id: str) -> AsyncIterator[Path]:
         """The user's directory, with the user's locks held."""
         if not is_account_id(account_id):  # names a directory: never trust it unchecked
-            raise APIError("Invalid account", 403)
+            raise Forbidden("Invalid account")
         udir = self.users_dir / account_id
         await asyncio.to_thread(udir.mkdir, parents=True, exist_ok=True)
         slot = self._users.setdefault(account_id, _Slot())
@@ -252,10 +248,8 @@ class Editor:
         except GitError as e:
             log.error("cannot clone the test lists repository", extra={"error": str(e)})
             raise _unavailable() from None
-        except APIError as e:
-            if e.status == 503:
-                raise _unavailable() from None
-            raise
+        except Unavailable:
+            raise _unavailable() from None
 
     async def maybe_pull(self, force: bool = False) -> None:
         """`git pull --ff-only` of the shared clone, unless done less than pull_interval ago
@@ -283,7 +277,7 @@ class Editor:
         """Startup: clone in the background, so the first user does not wait for it."""
         try:
             await self.ensure_clone(wait=self.git.clone_timeout + 10)
-        except APIError:
+        except DomainError:
             pass  # logged; requests retry
 
     # --- per-user state ------------------------------------------------------------------------
@@ -372,8 +366,8 @@ class Editor:
                     await self.github.close_pr(uf.pr_id)
                 except GitHubError as e:
                     log.warning("cannot close PR", extra={"pr": uf.pr_id, "error": str(e)})
-                    raise APIError("Cannot close the open pull request on GitHub, retry later",
-                                   502, err_str="err_cannot_close_pr") from None
+                    raise UpstreamFailed("Cannot close the open pull request on GitHub, "
+                                         "retry later", err_str="err_cannot_close_pr") from None
                 await asyncio.to_thread(_write, udir / "state", IN_PROGRESS)
                 await asyncio.to_thread(_unlink, udir / "pr_id", udir / "pr_url")
                 log.info("pull request closed for a new edit", extra={"pr": uf.pr_id})
@@ -390,8 +384,8 @@ class Editor:
                 else:
                     with contextlib.suppress(GitError):
                         await self.git.reset_hard(wt)
-                raise APIError("Cannot save the change, retry later", 500,
-                               err_str="err_cannot_update_list") from None
+                raise Failed("Cannot save the change, retry later",
+                             err_str="err_cannot_update_list") from None
             changes = E.merge_changes(uf.changes if uf.state != CLEAN else {}, cc, old, new)
             if not changes:
                 # Every change was undone: nothing to propose, back to the upstream list.
@@ -423,21 +417,21 @@ class Editor:
                 assert uf.pr_id is not None
                 return uf.pr_id
             if uf.state == CLEAN or not uf.changes:
-                raise APIError("No proposed changes", 400, err_str="err_no_proposed_changes")
+                raise Invalid("No proposed changes", err_str="err_no_proposed_changes")
             branch = self._branch(account_id)
             try:
                 await self.git.push(udir / "test-lists", self.push_url, branch, self.auth_header)
             except GitError:
-                raise APIError("Cannot push the changes to GitHub, retry later", 502,
-                               err_str="err_cannot_push") from None
+                raise UpstreamFailed("Cannot push the changes to GitHub, retry later",
+                                     err_str="err_cannot_push") from None
             try:
                 pr_id, pr_url = await self.github.create_pr(
                     f"{self.push_owner}:{branch}", self.base_branch, PR_TITLE,
                     pr_body(uf.changes))
             except GitHubError as e:
                 log.warning("cannot open PR", extra={"account_id": account_id, "error": str(e)})
-                raise APIError(f"Cannot open the pull request on GitHub ({e}), retry later",
-                               502, err_str="err_cannot_create_pr") from None
+                raise UpstreamFailed(f"Cannot open the pull request on GitHub ({e}), "
+                                     "retry later", err_str="err_cannot_create_pr") from None
             await asyncio.to_thread(_write, udir / "pr_id", pr_id)
             await asyncio.to_thread(_write, udir / "pr_url", pr_url)
             await asyncio.to_thread(_write, udir / "state", PR_OPEN)

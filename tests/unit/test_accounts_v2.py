@@ -9,7 +9,7 @@ from oonibackend.accounts import tokens, v2
 from oonibackend.accounts.links import login_link, redirect_ok
 from oonibackend.accounts.mailer import SUBJECT_V2, login_message
 from oonibackend.config import AccountsConfig
-from oonibackend.errors import APIError
+from oonibackend.errors import DomainError, domain_status
 
 KEY = "k" * 32
 NOW = 1_700_000_000
@@ -69,9 +69,9 @@ def test_the_login_email_has_ooni_s_words_and_link_text():
     ({"email_address": "a@example.org", "redirect_to": "https://evil.example/"}, "redirect_to"),
 ])
 def test_login_requests_are_validated(body, field):
-    with pytest.raises(APIError) as e:
+    with pytest.raises(DomainError) as e:
         v2.parse_login_request(body, HOSTS)
-    assert e.value.status == 400
+    assert domain_status(e.value) == 400
     assert e.value.extra["detail"][0]["loc"] == ["body", field]
 
 
@@ -82,10 +82,10 @@ def test_login_request_lowercases_the_address():
 
 
 def _err(token: str, now: int = NOW) -> tuple[int, str]:
-    with pytest.raises(APIError) as e:
+    with pytest.raises(DomainError) as e:
         v2.decode_login_token(token, KEY, now)
     assert e.value.extra["detail"] == e.value.message
-    return e.value.status, e.value.message
+    return domain_status(e.value), e.value.message
 
 
 def test_login_token_errors_are_401_never_500():

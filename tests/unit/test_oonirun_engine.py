@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from oonibackend.errors import APIError
+from oonibackend.errors import Invalid, domain_status
 from oonibackend.oonirun import engine
 
 PROBE = {"is_charging": True, "run_type": "manual", "probe_cc": "it", "probe_asn": "AS30722",
@@ -42,28 +42,28 @@ def test_limits_are_check_in_s(run_type, charging, limit):
     ({"website_category_codes": ["NE WS"]}, "Invalid category code"),
 ])
 def test_bad_requests_are_400(change, message):
-    with pytest.raises(APIError) as e:
+    with pytest.raises(Invalid) as e:
         engine.parse_request({**PROBE, **change})
-    assert e.value.status == 400 and e.value.message.startswith(message)
+    assert domain_status(e.value) == 400 and e.value.message.startswith(message)
 
 
 @pytest.mark.parametrize("missing", ["run_type", "is_charging", "probe_cc", "probe_asn",
                                      "network_type"])
 def test_required_fields(missing):
-    with pytest.raises(APIError, match=f"Missing {missing}"):
+    with pytest.raises(Invalid, match=f"Missing {missing}"):
         engine.parse_request({k: v for k, v in PROBE.items() if k != missing})
 
 
 @pytest.mark.parametrize("body", [None, [], "x"])
 def test_the_body_is_an_object(body):
-    with pytest.raises(APIError, match="Invalid request body"):
+    with pytest.raises(Invalid, match="Invalid request body"):
         engine.parse_request(body)
 
 
 @pytest.mark.parametrize("ua", ["", "ooniprobe", "a,b,c,d,e", UA + ",x",
                                 "ooni probe,1,android,e,1,1", "a,1,andr;oid,e,1,1"])
 def test_a_userAgent_header_must_have_six_fields(ua):
-    with pytest.raises(APIError, match="Invalid UserAgent header"):
+    with pytest.raises(Invalid, match="Invalid UserAgent header"):
         engine.parse_request(PROBE, ua)
 
 

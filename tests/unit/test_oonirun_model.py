@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from oonibackend.errors import APIError
+from oonibackend.errors import Invalid, domain_status
 from oonibackend.oonirun import model
 
 BASE = {"name": "n", "author": "a", "icon": "i",
@@ -53,7 +53,7 @@ def test_expiry_is_explicit_only():
     {**BASE, "nettests": [{"test_name": "x"}] * 101},
 ])
 def test_invalid_descriptors(bad):
-    with pytest.raises(APIError):
+    with pytest.raises(Invalid):
         model.descriptor(bad)
 
 
@@ -76,9 +76,9 @@ def _with(test: dict) -> dict:
      "Invalid targets_name in nettests: one of websites_list_prioritized"),
 ])
 def test_refused_as_oonis_service_refuses(bad, message):
-    with pytest.raises(APIError) as e:
+    with pytest.raises(Invalid) as e:
         model.descriptor(bad)
-    assert e.value.status == 400 and e.value.message == message
+    assert domain_status(e.value) == 400 and e.value.message == message
 
 
 def test_dynamic_list_nettests_have_no_inputs_until_a_probe_asks():

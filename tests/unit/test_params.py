@@ -5,8 +5,9 @@ import datetime as dt
 import pytest
 from multidict import MultiDict
 
+from oonibackend import validate
 from oonibackend.errors import APIError
-from oonibackend.routes.params import Query, parse_datetime
+from oonibackend.routes.params import Query
 
 
 def q(**kw):
@@ -46,7 +47,7 @@ def test_bad_asn_is_400(value):
     ("2024-01-02T05:00:00.123Z", dt.datetime(2024, 1, 2, 5, 0, 0, 123000)),
 ])
 def test_dates_are_naive_utc(value, expected):
-    assert parse_datetime(value) == expected
+    assert validate.date_time(value) == expected
 
 
 @pytest.mark.parametrize("value", ["yesterday", "2024-13-01", "1900-01-01", "2024-01-01T25:00"])

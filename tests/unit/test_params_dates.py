@@ -8,8 +8,9 @@ import datetime as dt
 import pytest
 from multidict import MultiDict
 
+from oonibackend import validate
 from oonibackend.errors import APIError
-from oonibackend.routes.params import UNDEFINED_STATUS, Query, parse_datetime
+from oonibackend.routes.params import UNDEFINED_STATUS, Query
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -23,7 +24,7 @@ from oonibackend.routes.params import UNDEFINED_STATUS, Query, parse_datetime
     ("20210709T050000Z", dt.datetime(2021, 7, 9, 5)),
 ])
 def test_dates_without_zero_padding(value, expected):
-    assert parse_datetime(value) == expected
+    assert validate.date_time(value) == expected
 
 
 @pytest.mark.parametrize("value", ["2021-7-32", "2021-13-1", "2021-0-9", "2021-7-9T",
@@ -31,7 +32,7 @@ def test_dates_without_zero_padding(value, expected):
                                    "2021/7/9"])
 def test_bad_dates_are_still_400(value):
     with pytest.raises(APIError) as e:
-        parse_datetime(value, "since")
+        Query(MultiDict([("since", value)])).date("since")
     assert e.value.status == 400 and "since" in e.value.message
 
 

@@ -1,4 +1,5 @@
-"""Field parsing shared by the probe-services routes: bad input is a 400, never a 500."""
+"""Field parsing shared by the probe-services routes (oonibackend.validate's probe_* checks):
+bad input is refused (a 400 in the routes), never a 500."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import pytest
 
 from oonibackend.errors import APIError
 from oonibackend.routes.checkin import CheckIn, parse_checkin
-from oonibackend.routes.probe_common import parse_asn, parse_category_codes, parse_cc
 from oonibackend.routes.test_lists import parse_limit
+from oonibackend.validate import InvalidValue
+from oonibackend.validate import category_codes as parse_category_codes
+from oonibackend.validate import probe_asn as parse_asn
+from oonibackend.validate import probe_cc as parse_cc
 
 
 @pytest.mark.parametrize("value, cc", [(None, "ZZ"), ("", "ZZ"), ("it", "IT"), (" US ", "US")])
@@ -17,9 +21,9 @@ def test_parse_cc(value, cc):
 
 @pytest.mark.parametrize("value", ["ITA", "I", "1T", 12, ["IT"], "ß", "I\nT", "IT\n\n\n1"])
 def test_parse_cc_invalid(value):
-    with pytest.raises(APIError) as e:
+    with pytest.raises(InvalidValue) as e:
         parse_cc(value)
-    assert e.value.status == 400
+    assert e.value.field == "probe_cc"
 
 
 @pytest.mark.parametrize("value, asn", [(None, 0), ("", 0), ("AS0", 0), ("as2149", 2149),
@@ -31,14 +35,14 @@ def test_parse_asn(value, asn):
 @pytest.mark.parametrize("value", ["2149", 2149, "AS", "ASx1", "AS4294967296", "AS-1",
                                    "AS١٢٣", "aſ1", True, "AS12345678901"])
 def test_parse_asn_invalid(value):
-    with pytest.raises(APIError):
+    with pytest.raises(InvalidValue):
         parse_asn(value)
 
 
 def test_parse_asn_bare():
     assert parse_asn("2149", allow_bare=True) == 2149
     assert parse_asn(2149, allow_bare=True) == 2149
-    with pytest.raises(APIError):
+    with pytest.raises(InvalidValue):
         parse_asn("٣", allow_bare=True)
 
 
@@ -49,7 +53,7 @@ def test_parse_category_codes():
     assert parse_category_codes("news, GRP,,news") == ["NEWS", "GRP"]
     assert parse_category_codes(["CULTR", "humr"]) == ["CULTR", "HUMR"]
     for bad in (["NE WS"], ["N1"], [1], "NEWS;GRP", {"a": 1}, 5, ["ſ"], ["NEWS"] * 101):
-        with pytest.raises(APIError):
+        with pytest.raises(InvalidValue):
             parse_category_codes(bad)
 
 
@@ -80,5 +84,6 @@ def test_parse_checkin_defaults_and_limits():
 @pytest.mark.parametrize("body", [{"charging": "yes"}, {"run_type": 1}, {"web_connectivity": []},
                                   {"web_connectivity": {"category_codes": 5}}])
 def test_parse_checkin_invalid(body):
-    with pytest.raises(APIError):
+    with pytest.raises(APIError) as e:
         parse_checkin(body)
+    assert e.value.status == 400

@@ -6,10 +6,11 @@ import datetime as dt
 import pytest
 from multidict import MultiDict
 
+from oonibackend import validate
 from oonibackend.errors import APIError
 from oonibackend.queries import aggregation as aq
 from oonibackend.routes import aggregation as route
-from oonibackend.routes.params import parse_host
+from oonibackend.routes.params import Query
 from oonibackend.storage import sql
 
 D = dt.datetime
@@ -237,7 +238,7 @@ def test_cost_cap_settings_come_from_config():
     "stun.voip.blackberry.com:3478", "_dmarc.example.com", "xn--p1ai.xn--p1ai", "пример.рф",
     "2001:db8::1", "WWW.Example.COM"])
 def test_valid_domains(value):
-    assert parse_host(value) == value.lower()
+    assert validate.host(value) == value.lower()
 
 
 @pytest.mark.parametrize("value", [
@@ -245,5 +246,5 @@ def test_valid_domains(value):
     "[::1", "[zz::1]:53", "[::1]x", "host.", "a" * 64 + ".org", "x.org:ab"])
 def test_invalid_domains(value):
     with pytest.raises(APIError) as e:
-        parse_host(value)
+        Query(MultiDict(domain=value)).domain()
     assert e.value.status == 400

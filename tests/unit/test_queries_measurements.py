@@ -8,8 +8,10 @@ import urllib.parse
 import pytest
 from multidict import MultiDict
 
+from oonibackend import validate
 from oonibackend.errors import APIError
 from oonibackend.queries import measurements as mq
+from oonibackend.routes.measurements import parse_list_query
 from oonibackend.routes.params import Query
 from oonibackend.storage.sql import render
 
@@ -17,7 +19,7 @@ TODAY = dt.datetime(2024, 3, 10)
 
 
 def parse(qs: str) -> mq.ListQuery:
-    return mq.parse_list_query(Query(MultiDict(urllib.parse.parse_qsl(qs))), TODAY)
+    return parse_list_query(Query(MultiDict(urllib.parse.parse_qsl(qs))), TODAY)
 
 
 def status_of(qs: str) -> int:
@@ -233,7 +235,7 @@ def test_meta_by_report_without_input_means_empty_input():
     ("20240101000002.422281_TW_web%2F", False), ("a b c d e f g h", False),
 ])
 def test_safe_ids(uid, ok):
-    assert mq.is_safe_id(uid) is ok
+    assert validate.is_measurement_uid(uid) is ok
 
 
 def test_feedback_sql():
