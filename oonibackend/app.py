@@ -10,13 +10,14 @@ from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
 from oonibackend import clientip, storage
-from oonibackend.appkeys import CONFIG, CORS, DB, METRICS
+from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.config import Config
 from oonibackend.cors import Cors
 from oonibackend.errors import error_response
 from oonibackend.metrics import Metrics
 
 log = logging.getLogger("oonibackend.app")
+CORS = web.AppKey("cors", Cors)
 
 
 @web.middleware
@@ -89,7 +90,7 @@ def make_app(cfg: Config) -> web.Application:
         client_max_size=cfg.server.max_body_size,
         middlewares=[outer_middleware, quota_middleware],
         # aiohttp cannot decode zstd and closes the connection on bad gzip; request bodies
-        # are decompressed by collector.read_body instead, with a size cap against bombs.
+        # are decompressed by routes/body.py instead, with a size cap against bombs.
         handler_args={"auto_decompress": False},
     )
     app[CONFIG] = cfg

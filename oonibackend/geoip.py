@@ -26,6 +26,8 @@ from typing import Any
 import maxminddb
 from aiohttp import web
 
+from oonibackend.appkeys import CONFIG
+
 log = logging.getLogger("oonibackend.geoip")
 
 Location = tuple[str | None, int | None, str | None]
@@ -170,11 +172,12 @@ async def _reload_loop(geo: GeoIP, interval: float) -> None:
             log.warning("GeoIP reload check failed", exc_info=True)
 
 
+GEOIP = web.AppKey("geoip", GeoIP)
+
+
 async def geoip_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: open the configured files into app[GEOIP] for the app's lifetime,
     reopening them when they are replaced (every geoip.reload_interval seconds)."""
-    from oonibackend.appkeys import CONFIG, GEOIP
-
     cfg = app[CONFIG]
     geo = GeoIP(cfg.path(cfg.geoip.cc_db), cfg.path(cfg.geoip.asn_db))
     app[GEOIP] = geo

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
+from aiohttp import web
+
 DEFAULT_ENTRIES = 2048
 DEFAULT_BYTES = 256 * 1024 * 1024
 NOMINAL_WEIGHT = 1024
@@ -64,3 +66,7 @@ class ReadCache:
     def clear(self) -> None:
         self._items.clear()
         self._bytes = 0
+
+
+# One per API process, set by routes/read_api.py.
+READ_CACHE = web.AppKey("read_cache", ReadCache)

@@ -17,9 +17,10 @@ from typing import Any
 from aiohttp import web
 
 from oonibackend import clientip
-from oonibackend.appkeys import CONFIG, DB, GEOIP, GEOIP_ANOMALIES, METRICS
+from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.faulty.geoip import Mismatch, compare, row_of
 from oonibackend.faulty.writer import BatchWriter
+from oonibackend.geoip import GEOIP
 
 log = logging.getLogger("oonibackend.faulty")
 
@@ -27,6 +28,8 @@ TABLE = "faulty_measurements"
 COLUMNS = ("ts", "type", "probe_cc", "probe_asn", "details")
 # Bodies of pending mismatches are kept until their batch is written: bound their memory.
 MAX_PENDING_BYTES = 64 * 1024 * 1024
+# Set by geoip_anomalies_ctx below; absent when [geoip] anomalies is off.
+GEOIP_ANOMALIES = web.AppKey("geoip_anomalies", BatchWriter[Mismatch])
 
 
 def _rows(items: Sequence[Mismatch]) -> list[dict[str, Any]]:
@@ -72,10 +75,10 @@ async def geoip_anomalies_ctx(app: web.Application) -> AsyncIterator[None]:
     """The background writer of `faulty_measurements`, flushed at shutdown (before the
     database client closes: cleanup contexts unwind in reverse order)."""
     cfg = app[CONFIG].geoip
-    if not cfg.anomalies:
+    db = app.get(DB)
+    if not cfg.anomalies or db is None:  # no database (the collector alone): nothing to record
         yield
         return
-    db = app[DB]
 
     async def sink(rows: list[dict[str, Any]]) -> None:
         await db.insert(TABLE, rows, COLUMNS)

@@ -1,2 +1,2 @@
-"""Findings ("incidents"): validation of what editors send (model.py); routes in
-oonibackend/routes/incidents.py."""
+"""Findings ("incidents"): validation of what editors send (model.py) and the `incidents`
+table's queries (store.py); the HTTP routes are in oonibackend/routes/incidents.py."""

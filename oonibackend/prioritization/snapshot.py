@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from oonibackend.appkeys import CONFIG, DB, METRICS
 from oonibackend.background import refreshing
 from oonibackend.prioritization.rules import (
     GLOBAL_CC,
@@ -307,14 +308,15 @@ class URLListStore:
                                       first_delay=first_delay)
 
 
+TEST_LISTS = web.AppKey("test_lists", URLListStore)
+
+
 async def url_lists_ctx(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: app[TEST_LISTS] and its refresh task.
 
     Start-up waits a little for the first load so that the first check-ins get URLs, but
     never fails: a database that is down only means empty lists until it comes back.
     """
-    from oonibackend.appkeys import CONFIG, DB, METRICS, TEST_LISTS
-
     probe = app[CONFIG].probe
     store = URLListStore(app[DB], probe.test_list_refresh, app.get(METRICS),
                          poll=probe.version_poll)

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from oonibackend.appkeys import CONFIG, METRICS, QUOTAS
+from oonibackend.appkeys import CONFIG, METRICS
 from oonibackend.metrics import Metrics
 from oonibackend.quotas.policy import QUOTA_POLICY, QuotaPolicy
 from oonibackend.quotas.store import QuotaStore
 
 log = logging.getLogger("oonibackend.quotas")
+# Set by quotas_ctx below; absent when quotas are disabled.
+QUOTAS = web.AppKey("quotas", QuotaStore)
 
 
 async def flush_once(store: QuotaStore, now: float | None = None) -> bool:

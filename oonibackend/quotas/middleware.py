@@ -15,9 +15,9 @@ from aiohttp import web
 
 from oonibackend import clientip
 from oonibackend.accounts.tokens import decode_session
-from oonibackend.appkeys import METRICS, QUOTAS
+from oonibackend.appkeys import METRICS
 from oonibackend.errors import json_error
-from oonibackend.quotas.context import quotas_ctx
+from oonibackend.quotas.context import QUOTAS, quotas_ctx
 from oonibackend.quotas.keys import account_key
 from oonibackend.quotas.policy import QUOTA_POLICY, QuotaPolicy
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
@@ -32,66 +31,6 @@ from oonibackend.storage import (
 
 log = logging.getLogger("oonibackend.storage.chdb")
 T = TypeVar("T")
-
-_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
-_SELECT = re.compile(r"^(?:\(\s*)*(SELECT|WITH)\b", re.I)
-_INSERT_SELECT = re.compile(r"^INSERT\b(?:(?!\b(?:FORMAT|VALUES)\b).)*\bSELECT\b", re.I | re.S)
-
-
-def statement_kind(statement: str) -> str:
-    """'select' (SELECT/WITH), 'insert_select', 'insert' (inline VALUES/FORMAT data), 'other'."""
-    s = _LEADING_NOISE.sub("", statement, count=1)
-    if _SELECT.match(s):
-        return "select"
-    if _INSERT_SELECT.match(s):
-        return "insert_select"
-    if s[:6].upper() == "INSERT":
-        return "insert"
-    return "other"
-
-
-def setting_literal(v: Any) -> str:
-    if isinstance(v, str):
-        return sql.quote_str(v)
-    return sql.literal(v)
-
-
-def append_settings(statement: str, settings: Mapping[str, Any] | None) -> str:
-    """Add a SETTINGS clause to a SELECT (or INSERT ... SELECT); other statements unchanged.
-
-    chdb has no per-call settings, and SET on a shared session would leak into concurrent
-    queries, so settings travel inside the statement. A second SETTINGS clause and one
-    after FORMAT are both accepted by ClickHouse 26.x.
-    """
-    if not settings or statement_kind(statement) not in ("select", "insert_select"):
-        return statement  # may carry inline INSERT data: leave it byte for byte
-    s = statement.rstrip()
-    while s.endswith(";"):
-        s = s[:-1].rstrip()
-    items = ", ".join(f"{sql.ident(k)}={setting_literal(v)}" for k, v in settings.items())
-    return f"{s}\nSETTINGS {items}"
-
-
-_FORMAT = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
-
-
-def format_name(fmt: str) -> str:
-    """Validate a ClickHouse format name used to build SQL."""
-    if not _FORMAT.match(fmt):
-        raise ValueError(f"invalid format name {fmt!r}")
-    return fmt
-
-
-def insert_prefix(table: str, columns: Sequence[str] | None, settings: Settings) -> str:
-    """`INSERT INTO t (cols) SETTINGS k=v` without FORMAT: the statement of a raw insert.
-    Settings go inline because the owner's HTTP interface ignores URL settings on inserts."""
-    prefix = f"INSERT INTO {sql.ident(table)}"
-    if columns:
-        prefix += f" ({', '.join(sql.ident(c) for c in columns)})"
-    if settings:
-        items = ", ".join(f"{sql.ident(k)}={setting_literal(v)}" for k, v in settings.items())
-        prefix += f" SETTINGS {items}"
-    return prefix
 
 
 def ensure_utc() -> None:
@@ -240,7 +179,7 @@ class ChdbDatabase(Database):
 
     async def query_with_stats(self, statement: str, params: Params = None,
                                settings: Settings = None) -> tuple[list[Row], dict[str, Any]]:
-        text = append_settings(sql.render(statement, params), self._read_settings(settings))
+        text = sql.append_settings(sql.render(statement, params), self._read_settings(settings))
         body = await self.run(self.raw, text, "JSONCompact")
         if not body.strip():
             return [], {"rows_read": 0, "bytes_read": 0, "elapsed": 0.0}
@@ -256,7 +195,7 @@ class ChdbDatabase(Database):
 
     async def execute(self, statement: str, params: Params = None, settings: Settings = None
                       ) -> None:
-        text = append_settings(sql.render(statement, params), settings)
+        text = sql.append_settings(sql.render(statement, params), settings)
         await self.run(self.raw, text, "CSV")
 
     async def insert(self, table: str, rows: Sequence[Mapping[str, Any]],
@@ -264,10 +203,7 @@ class ChdbDatabase(Database):
         if not rows:
             return
         cols = list(columns or rows[0].keys())
-        prefix = f"INSERT INTO {sql.ident(table)} ({', '.join(sql.ident(c) for c in cols)})"
-        if settings:
-            items = ", ".join(f"{sql.ident(k)}={setting_literal(v)}" for k, v in settings.items())
-            prefix = f"{prefix} SETTINGS {items}"
+        prefix = sql.insert_prefix(table, cols, settings)
         # One JSON array: the fastest path into chdb (stack notes), accepted by JSONEachRow.
         data = types.dumps([types.prepare_row(r, cols) for r in rows])
         await self.run(self.raw_insert, prefix, "JSONEachRow", data)
@@ -280,9 +216,9 @@ class ChdbDatabase(Database):
 
         chdb formats every piece on its own, header included (measured on 26.9): the
         header lines of a *WithNames* format are kept from the first piece only."""
-        text = append_settings(sql.render(statement, params), self._read_settings(settings))
-        fmt = format_name(fmt)
-        lines = header_lines(fmt)
+        text = sql.append_settings(sql.render(statement, params), self._read_settings(settings))
+        fmt = sql.format_name(fmt)
+        lines = sql.header_lines(fmt)
         header: bytes | None = None
         s = await self._call(self._acquire)
         failed, res = True, None
@@ -309,8 +245,8 @@ class ChdbDatabase(Database):
     async def insert_raw(self, table: str, fmt: str, chunks: AsyncIterable[bytes],
                          columns: Sequence[str] | None = None, settings: Settings = None
                          ) -> None:
-        prefix = insert_prefix(table, columns, settings)
-        fmt = format_name(fmt)
+        prefix = sql.insert_prefix(table, columns, settings)
+        fmt = sql.format_name(fmt)
         s = await self._call(self._acquire)
         failed, ins = True, None
         try:
@@ -339,13 +275,6 @@ class ChdbDatabase(Database):
     async def close(self) -> None:
         if not self._closed:
             await asyncio.to_thread(self.close_sync)
-
-
-def header_lines(fmt: str) -> int:
-    """Header lines a ClickHouse text format writes before the rows."""
-    if fmt.endswith("WithNamesAndTypes"):
-        return 2
-    return 1 if fmt.endswith("WithNames") else 0
 
 
 def _head(piece: bytes, lines: int) -> bytes:

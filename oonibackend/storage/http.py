@@ -128,15 +128,13 @@ class HTTPDatabase(Database):
                      columns: Sequence[str] | None = None, settings: Settings = None) -> None:
         """Settings (e.g. insert_deduplication_token) go as URL parameters, and also inline
         for the embedded owner, which ignores URL settings on inserts (as `insert_raw`)."""
-        from oonibackend.storage.chdb_local import insert_prefix
-
         if not rows:
             return
         cols = list(columns or rows[0].keys())
         p = self._params(settings, False)
         p.pop("default_format", None)
         inline = settings if self.embedded else None
-        p["query"] = f"{insert_prefix(table, cols, inline)} FORMAT JSONEachRow"
+        p["query"] = f"{sql.insert_prefix(table, cols, inline)} FORMAT JSONEachRow"
         await self._post(p, types.json_each_row(rows, cols))
 
     async def stream(self, statement: str, params: Params = None,
@@ -144,10 +142,8 @@ class HTTPDatabase(Database):
                      ) -> AsyncIterator[bytes]:
         """The response body as it arrives (the embedded owner sends it whole, a real server
         streams it). An error after the first bytes arrives in the body: the tail is checked."""
-        from oonibackend.storage.chdb_local import format_name
-
         p = self._params(settings, True)
-        p["default_format"] = format_name(fmt)
+        p["default_format"] = sql.format_name(fmt)
         body = sql.render(statement, params).encode()
         tail = b""
         try:
@@ -169,12 +165,10 @@ class HTTPDatabase(Database):
         """POSTed with chunked transfer encoding as `chunks` come. Settings go as URL
         parameters, and also inline for the embedded owner, which ignores URL settings on
         inserts (inline INSERT ... SETTINGS needs ClickHouse 20+)."""
-        from oonibackend.storage.chdb_local import format_name, insert_prefix
-
         p = self._params(settings, False)
         p.pop("default_format", None)
         inline = settings if self.embedded else None
-        p["query"] = f"{insert_prefix(table, columns, inline)} FORMAT {format_name(fmt)}"
+        p["query"] = f"{sql.insert_prefix(table, columns, inline)} FORMAT {sql.format_name(fmt)}"
         rest = aiter(chunks)
         first = b""
         async for data in rest:

@@ -179,9 +179,7 @@ class NativeDatabase(Database):
 
 
 def _inline_insert(statement: str) -> bool:
-    from oonibackend.storage.chdb_local import statement_kind
-
-    return statement_kind(statement) == "insert"
+    return sql.statement_kind(statement) == "insert"
 
 
 def _insert_value(v: Any) -> Any:

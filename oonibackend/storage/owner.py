@@ -35,7 +35,7 @@ from aiohttp import web
 from oonibackend.exitcodes import EXIT_CANNOT_LISTEN, EXIT_LOCKED
 from oonibackend.fileutil import release_flock as release_lock  # noqa: F401 (API)
 from oonibackend.fileutil import try_flock
-from oonibackend.storage import DatabaseError, DatabaseUnavailable
+from oonibackend.storage import DatabaseError, DatabaseUnavailable, sql
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
@@ -118,8 +118,6 @@ class OwnerHandler:
         return web.Response(text="Ok.\n")
 
     async def handle(self, request: web.Request) -> web.Response:
-        from oonibackend.storage.chdb_local import append_settings
-
         q = request.query
         query = q.get("query", "")
         if not query and request.method == "GET":
@@ -142,7 +140,7 @@ class OwnerHandler:
                 await self.db.run(self.db.raw_insert, m.group(1), m.group(2), body)
                 return web.Response(text="")
             text = query + ("\n" if query and body else "") + body.decode("utf-8", "replace")
-            out = await self.db.run(self.db.raw, append_settings(text, settings), fmt)
+            out = await self.db.run(self.db.raw, sql.append_settings(text, settings), fmt)
         except DatabaseUnavailable as e:  # no "Code:": clients map it to unavailable
             return web.Response(status=503, text=f"{e}\n")
         except DatabaseError as e:

@@ -1,15 +1,17 @@
-"""Client-side rendering of `%(name)s` parameters into ClickHouse literals.
+"""SQL text built and inspected client-side, the same for every driver.
 
-Every driver sends fully rendered SQL, so quoting rules live in one place. Strings are escaped
-per ClickHouse's rules (backslash and single quote), so hostile input cannot break out of a
-literal.
+Every driver sends fully rendered SQL, so quoting rules live in one place: `%(name)s`
+parameters become ClickHouse literals, strings escaped per ClickHouse's rules (backslash and
+single quote) so hostile input cannot break out of a literal. The statement helpers (kind,
+SETTINGS clause, INSERT prefix, format names) are shared by the chdb, HTTP and native drivers
+and the embedded owner.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _PARAM = re.compile(r"%\((\w+)\)s")
@@ -107,3 +109,69 @@ def split_statements(text: str) -> list[str]:
     if stmt:
         out.append(stmt)
     return out
+
+
+_LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+_SELECT = re.compile(r"^(?:\(\s*)*(SELECT|WITH)\b", re.I)
+_INSERT_SELECT = re.compile(r"^INSERT\b(?:(?!\b(?:FORMAT|VALUES)\b).)*\bSELECT\b", re.I | re.S)
+
+
+def statement_kind(statement: str) -> str:
+    """'select' (SELECT/WITH), 'insert_select', 'insert' (inline VALUES/FORMAT data), 'other'."""
+    s = _LEADING_NOISE.sub("", statement, count=1)
+    if _SELECT.match(s):
+        return "select"
+    if _INSERT_SELECT.match(s):
+        return "insert_select"
+    if s[:6].upper() == "INSERT":
+        return "insert"
+    return "other"
+
+
+def settings_list(settings: Mapping[str, Any]) -> str:
+    """`k1=v1, k2=v2`: the body of a SETTINGS clause."""
+    return ", ".join(f"{ident(k)}={literal(v)}" for k, v in settings.items())
+
+
+def append_settings(statement: str, settings: Mapping[str, Any] | None) -> str:
+    """Add a SETTINGS clause to a SELECT (or INSERT ... SELECT); other statements unchanged.
+
+    chdb has no per-call settings, and SET on a shared session would leak into concurrent
+    queries, so settings travel inside the statement. A second SETTINGS clause and one
+    after FORMAT are both accepted by ClickHouse 26.x.
+    """
+    if not settings or statement_kind(statement) not in ("select", "insert_select"):
+        return statement  # may carry inline INSERT data: leave it byte for byte
+    s = statement.rstrip()
+    while s.endswith(";"):
+        s = s[:-1].rstrip()
+    return f"{s}\nSETTINGS {settings_list(settings)}"
+
+
+_FORMAT = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+
+
+def format_name(fmt: str) -> str:
+    """Validate a ClickHouse format name used to build SQL."""
+    if not _FORMAT.match(fmt):
+        raise ValueError(f"invalid format name {fmt!r}")
+    return fmt
+
+
+def insert_prefix(table: str, columns: Sequence[str] | None,
+                  settings: Mapping[str, Any] | None) -> str:
+    """`INSERT INTO t (cols) SETTINGS k=v` without FORMAT: the statement of a raw insert.
+    Settings go inline because the owner's HTTP interface ignores URL settings on inserts."""
+    prefix = f"INSERT INTO {ident(table)}"
+    if columns:
+        prefix += f" ({', '.join(ident(c) for c in columns)})"
+    if settings:
+        prefix += f" SETTINGS {settings_list(settings)}"
+    return prefix
+
+
+def header_lines(fmt: str) -> int:
+    """Header lines a ClickHouse text format writes before the rows."""
+    if fmt.endswith("WithNamesAndTypes"):
+        return 2
+    return 1 if fmt.endswith("WithNames") else 0

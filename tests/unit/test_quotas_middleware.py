@@ -17,13 +17,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from oonibackend.accounts.auth import AUTH, Auth
-from oonibackend.appkeys import CONFIG, METRICS, QUOTAS
+from oonibackend.appkeys import CONFIG, METRICS
 from oonibackend.clientip import network_key
 from oonibackend.config import Config, load
 from oonibackend.errors import APIError, error_middleware
 from oonibackend.metrics import Metrics
 from oonibackend.quotas import middleware
-from oonibackend.quotas.context import flush_once
+from oonibackend.quotas.context import QUOTAS, flush_once
 from oonibackend.quotas.keys import account_key
 from oonibackend.quotas.middleware import quota_middleware
 from oonibackend.quotas.store import QuotaStore

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from oonibackend.storage import DatabaseError, QueryLimitExceeded, sql, types
-from oonibackend.storage.chdb_local import append_settings, statement_kind
+from oonibackend.storage.sql import append_settings, statement_kind
 
 HOSTILE = ["it's", "back\\slash", "\\'", "'; DROP TABLE fastpath; --", "%(x)s", "ünïcødé ☃ 🌍",
            "tab\tnew\nline", "", "\\", "''", "a\x00b"]
