@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from oonibackend import config  # noqa: E402
-from oonibackend.jobharness import open_database  # noqa: E402
+from oonibackend.jobs.harness import open_database  # noqa: E402
 from tests.readdata import CITIZENLAB_SQL, FASTPATH_SQL, batched  # noqa: E402
 
 # The fixture's column list, in order.

@@ -171,7 +171,7 @@ def main() -> int:
         import gen_fastpath  # beside this file
 
         from oonibackend import config
-        from oonibackend.jobharness import open_database
+        from oonibackend.jobs.harness import open_database
 
         cfg = config.load(str(conf), data_dir=str(data))
 

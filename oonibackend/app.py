@@ -16,7 +16,7 @@ from oonibackend.cors import Cors
 from oonibackend.errors import error_response
 from oonibackend.metrics import Metrics
 
-log = logging.getLogger("oonibackend.app")
+log = logging.getLogger(__name__)
 CORS = web.AppKey("cors", Cors)
 
 

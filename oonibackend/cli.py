@@ -24,16 +24,21 @@ import sys
 from oonibackend import __version__, config, logs
 from oonibackend.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
+log = logging.getLogger(__name__)
+
 # Every command module, in --help order: each has add_parser(subparsers, parents), which adds
 # its commands with `parents=parents` (the common options) and sets `func` (sync or async,
 # (args, cfg) -> exit status). All are imported at start: a module that fails to import stops
 # the CLI with its error instead of its commands quietly missing (tests/unit/test_cli.py).
 # Names, not imports: the fastpath's (`workers`) is a package of its own.
-COMMANDS = ("oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db",
-            "oonibackend.citizenlab.cli", "oonibackend.fingerprints.cli", "workers.cli",
-            "oonibackend.upload.cli", "oonibackend.asnmeta.cli", "oonibackend.geoip_download.cli",
-            "oonibackend.backup.cli", "oonibackend.rotation.cli", "oonibackend.detector.cli",
-            "oonibackend.accounts.cli", "oonibackend.bootstrap", "oonibackend.anonc.cli")
+COMMANDS = (
+    "oonibackend.supervisor", "oonibackend.serve", "oonibackend.cli_db",
+    "oonibackend.jobs.citizenlab.cli", "oonibackend.jobs.fingerprints.cli", "workers.cli",
+    "oonibackend.jobs.upload.cli", "oonibackend.jobs.asnmeta.cli", "oonibackend.jobs.geoip.cli",
+    "oonibackend.jobs.backup.cli", "oonibackend.jobs.rotation.cli",
+    "oonibackend.jobs.detector.cli", "oonibackend.accounts.cli", "oonibackend.jobs.bootstrap",
+    "oonibackend.anonc.cli",
+)
 
 
 def datetime_arg(value: str):
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         rc = EXIT_INTERRUPTED
     except Exception as e:  # a clear message, the traceback only in the debug log
-        logging.getLogger("oonibackend").debug("command failed", exc_info=True)
+        log.debug("command failed", exc_info=True)
         print(f"oonibackend: error: {e}", file=sys.stderr)
         rc = EXIT_FAILED
     sys.exit(rc or 0)

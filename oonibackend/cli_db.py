@@ -1,5 +1,5 @@
 """`oonibackend db migrate` and `oonibackend db exec FILE.sql`, on the database a job opens
-(oonibackend/jobharness.py: the running owner's, or chdb itself under the owner lock).
+(oonibackend/jobs/harness.py: the running owner's, or chdb itself under the owner lock).
 
 Exit status: 0 done, 1 failed (database unavailable, a statement failed), 2 bad usage.
 """
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from oonibackend.jobharness import Job, open_database
+from oonibackend.jobs.harness import Job, open_database
 from oonibackend.storage import Database, DatabaseError, DatabaseUnavailable, sql
 
 if TYPE_CHECKING:

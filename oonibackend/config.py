@@ -324,7 +324,7 @@ class AggregationConfig:
 class DetectorConfig:
     # `oonibackend detect` (timer): per-series (test_name, input, probe_cc, probe_asn) moving
     # averages of fastpath outcomes in time buckets, a status with hysteresis, and an event in
-    # blocking_events at each OK <-> BLOCKED change (see oonibackend/detector/changepoint.py).
+    # blocking_events at each OK <-> BLOCKED change (see oonibackend/jobs/detector/changepoint.py).
     # Tests analysed (empty: every test).
     test_names: list[str] = field(default_factory=lambda: [
         "web_connectivity", "facebook_messenger", "signal", "telegram", "whatsapp", "psiphon",

@@ -18,7 +18,7 @@ from oonibackend import jsonutil
 from oonibackend.storage import DatabaseError, DatabaseUnavailable, QueryLimitExceeded
 from oonibackend.storage.breaker import CircuitOpen
 
-log = logging.getLogger("oonibackend.errors")
+log = logging.getLogger(__name__)
 
 
 class DomainError(Exception):

@@ -2,7 +2,7 @@
 
 Jobs (upload, backup, the importers, detect, rotate, ...) exit 0 when done, EXIT_FAILED when
 the run failed (the next one carries on), EXIT_USAGE for bad options or configuration and
-EXIT_LOCKED when another run holds their lock (oonibackend/jobharness.py).
+EXIT_LOCKED when another run holds their lock (oonibackend/jobs/harness.py).
 
 The long-running commands exit with one of `FATAL` when restarting will not help:
 `oonibackend run` stops (and exits non-zero) instead of restarting such a child, and the

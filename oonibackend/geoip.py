@@ -28,7 +28,7 @@ from aiohttp import web
 
 from oonibackend.appkeys import CONFIG
 
-log = logging.getLogger("oonibackend.geoip")
+log = logging.getLogger(__name__)
 
 Location = tuple[str | None, int | None, str | None]
 FileId = tuple[int, int] | None  # (st_ino, st_mtime_ns); None when missing

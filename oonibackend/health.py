@@ -44,7 +44,7 @@ from oonibackend.storage import Database, DatabaseError
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-log = logging.getLogger("oonibackend.health")
+log = logging.getLogger(__name__)
 
 # ClickHouse's error code for a wrong password (the drivers set DatabaseError.code).
 AUTHENTICATION_FAILED = 516

@@ -57,7 +57,7 @@ from oonibackend.appkeys import METRICS
 from oonibackend.config import ServerConfig
 from oonibackend.errors import APIError
 
-log = logging.getLogger("oonibackend.httpserver")
+log = logging.getLogger(__name__)
 
 
 class BodyTimeout(APIError, TimeoutError):

@@ -4,7 +4,7 @@
 
 * `json`: `{"ts": ..., "level": ..., "logger": ..., "msg": ..., "pid": ..., <extras>,
   "exc": "<traceback>"}`, one object per line;
-* `text`: `2026-12-06 12:00:00.123 INFO  oonibackend.run: message key=value key2="a b"`
+* `text`: `2026-12-06 12:00:00.123 INFO  oonibackend.supervisor: message key=value key2="a b"`
   (local time), the traceback below it as real lines;
 * `auto` (the default): text when stderr is a terminal, JSON otherwise. Child processes
   (`oonibackend run`'s children, the fastpath's scoring workers) inherit stderr, so they
@@ -102,5 +102,7 @@ def setup(level: str = "INFO", fmt: str = "auto", stream: IO[str] | None = None)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # aiohttp's access logger, by aiohttp's name for it: no line per request (our servers
+    # also pass access_log=None).
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     return used

@@ -11,7 +11,7 @@ import uvloop
 from oonibackend.config import Config
 from oonibackend.exitcodes import EXIT_CANNOT_LISTEN
 
-log = logging.getLogger("oonibackend.serve")
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:

@@ -32,7 +32,7 @@ import time
 from oonibackend import exitcodes, storage
 from oonibackend.config import Config
 
-log = logging.getLogger("oonibackend.run")
+log = logging.getLogger(__name__)
 
 # A child exiting this soon after its start has failed to start...
 START_WINDOW = 10.0

@@ -34,7 +34,7 @@ from typing import Any
 
 # MATCH_COLUMNS: the columns the reference SELECTs (§3.1), in its SELECT order: the key order
 # of DB records. HEADER: all 11 table columns in order, for rows given as tuples.
-from oonibackend.fingerprints.parse import HEADER, MATCH_COLUMNS
+from oonibackend.jobs.fingerprints.parse import HEADER, MATCH_COLUMNS
 
 MINIFIED_KEYS = frozenset(("name", "scope", "location_found", "confidence_no_fp",
                            "expected_countries"))

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from oonibackend.config import Config
     from workers.fingerprints import Fingerprints
 
-log = logging.getLogger("workers.reprocess")
+log = logging.getLogger(__name__)
 
 PROG = "oonibackend fastpath reprocess"
 CHUNK = 500  # records scored per trip to the scoring thread
@@ -492,7 +492,7 @@ class Reprocessor:
 
 async def load_fingerprints(db: Database) -> Fingerprints:
     """The fingerprints the fastpath would use: the two tables, DNS first (§3.1)."""
-    from oonibackend.fingerprints.parse import MATCH_COLUMNS
+    from oonibackend.jobs.fingerprints.parse import MATCH_COLUMNS
     from workers.fingerprints import Fingerprints
 
     columns = ", ".join(MATCH_COLUMNS)
@@ -543,7 +543,7 @@ def _stop_on_signals() -> Iterator[None]:
 async def run_reprocess(args: argparse.Namespace, cfg: Config) -> int:
     """Entry point of `fastpath reprocess` (args: start_day, end_day, cc, testname, source,
     dry_run, resume)."""
-    from oonibackend.jobharness import open_database
+    from oonibackend.jobs.harness import open_database
     from oonibackend.storage.migrate import migrate
 
     try:

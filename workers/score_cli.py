@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 def load_fingerprints(directory: str | Path | None) -> Fingerprints:
     """Fingerprints from a directory (blocking-fingerprints CSVs or the JSON fixtures), or
     none at all."""
-    from oonibackend.fingerprints.parse import KINDS, read_dir
+    from oonibackend.jobs.fingerprints.parse import KINDS, read_dir
     from workers.fingerprints import Fingerprints
 
     if directory is None:
@@ -141,7 +141,7 @@ def score_files(files: list[str], fingerprints: Fingerprints, uid: str | None = 
 
 async def run_score(args: argparse.Namespace, cfg: Config) -> int:
     """Entry point of `fastpath score` (args: files, fingerprints, uid)."""
-    from oonibackend.fingerprints.parse import FingerprintError
+    from oonibackend.jobs.fingerprints.parse import FingerprintError
 
     try:
         fps = load_fingerprints(getattr(args, "fingerprints", None))

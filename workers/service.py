@@ -37,7 +37,7 @@ from workers.intake.refresh import FingerprintRefresher
 from workers.intake.sink import Sink
 from workers.intake.worker import resolve
 
-log = logging.getLogger("workers.service")
+log = logging.getLogger(__name__)
 
 # Shutdown budget (seconds), well inside the supervisor's and systemd's 30 s.
 FEEDER_GRACE = 3.0

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from oonibackend.accounts.ids import account_id, normalize_email
 from oonibackend.accounts.tokens import ROLES
-from oonibackend.jobharness import Job
+from oonibackend.jobs.harness import Job
 from oonibackend.storage import DatabaseError
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import logging
 from oonibackend.accounts.tokens import ROLES, Session
 from oonibackend.storage import Database, DatabaseError
 
-log = logging.getLogger("oonibackend.accounts")
+log = logging.getLogger(__name__)
 
 
 class AccountStore:

@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from oonibackend.jobharness import Job
+from oonibackend.jobs.harness import Job
 
 if TYPE_CHECKING:
     from oonibackend.config import Config

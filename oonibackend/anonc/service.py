@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from oonibackend.config import Config
     from oonibackend.metrics import Metrics
 
-log = logging.getLogger("oonibackend.anonc")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

@@ -1,6 +1,6 @@
 """Bodies in the object store: the `jsonl` row of a measurement, then its jsonl.gz object.
 
-The uploader (upload/files.py) writes every line of a jsonl.gz as its own gzip member and
+The uploader (jobs/upload/files.py) writes every line of a jsonl.gz as its own gzip member and
 records `byte_offset`/`byte_length` (migration 0002): one ranged GET of exactly that member
 and one gunzip give the body. Rows without offsets (0/0: files written before, e.g. OONI's
 own archive) are read by `linenum`: the object is streamed with ranged GETs of `CHUNK` bytes
@@ -22,7 +22,7 @@ from typing import Any
 from oonibackend.objectstore import ObjectStore
 from oonibackend.storage import Database
 
-log = logging.getLogger("oonibackend.bodies")
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20          # bytes per ranged GET when streaming by line number
 MAX_OUT = 1 << 20        # decompressed bytes produced per step (bounds memory)

@@ -28,7 +28,7 @@ from oonibackend.bodies.cache import BodyCache
 from oonibackend.objectstore import ObjectStore, open_store
 from oonibackend.storage import Database
 
-log = logging.getLogger("oonibackend.bodies")
+log = logging.getLogger(__name__)
 
 SPOOL, PEERS, ARCHIVE = "spool", "peers", "archive"
 FRESH = dt.timedelta(hours=1)

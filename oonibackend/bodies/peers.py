@@ -18,7 +18,7 @@ import aiohttp
 from oonibackend import ids
 from oonibackend.bodies.spool import unwrap_post
 
-log = logging.getLogger("oonibackend.bodies")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 2.0
 TOTAL_TIMEOUT = 5.0

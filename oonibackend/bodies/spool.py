@@ -1,8 +1,7 @@
 """Bodies still in a spool: `<spool>/incoming/<hour dir>/<uid>.post` (see spool/layout.py).
 
-A `.post` file holds what the probe sent, `{"format": "json", "content": {...}}`; the body
-served is `content` with `measurement_uid` added, serialised exactly as the uploader writes
-its jsonl line, so a measurement reads the same before and after the upload.
+A `.post` file holds what the probe sent; the body served is the line the uploader publishes
+(spool/post.py), so a measurement reads the same before and after the upload.
 
 Unlike legacy (docs/api.md §4 bug 9: a hard-coded /var/lib/ooniapi path), the directory is
 the configured `[spool] dir`. Blocking file I/O: call `read_local` from a thread.
@@ -10,29 +9,14 @@ the configured `[spool] dir`. Blocking file I/O: call `read_local` from a thread
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from oonibackend import ids
 from oonibackend.spool import layout
-from oonibackend.upload.files import measurement_of
+from oonibackend.spool.post import measurement_of, published_line
 
-log = logging.getLogger("oonibackend.bodies")
-
-
-def encode_measurement(content: dict[str, Any], uid: str) -> bytes:
-    """`content` + measurement_uid as the uploader's jsonl line (without the newline):
-    orjson, or the standard library for what orjson refuses (integers beyond 64 bits)."""
-    msm = dict(content)
-    msm["measurement_uid"] = uid
-    try:
-        return orjson.dumps(msm)
-    except TypeError:
-        return json.dumps(msm, separators=(",", ":"), ensure_ascii=False).encode()
+log = logging.getLogger(__name__)
 
 
 def unwrap_post(data: bytes, uid: str) -> bytes | None:
@@ -40,7 +24,7 @@ def unwrap_post(data: bytes, uid: str) -> bytes | None:
     content = measurement_of(data)
     if content is None:
         return None
-    return encode_measurement(content, uid)
+    return published_line(content, uid)
 
 
 def post_file(spool_dir: Path, hour_dir: str, uid: str) -> Path:

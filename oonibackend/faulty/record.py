@@ -22,7 +22,7 @@ from oonibackend.faulty.geoip import Mismatch, compare, row_of
 from oonibackend.faulty.writer import BatchWriter
 from oonibackend.geoip import GEOIP
 
-log = logging.getLogger("oonibackend.faulty")
+log = logging.getLogger(__name__)
 
 TABLE = "faulty_measurements"
 COLUMNS = ("ts", "type", "probe_cc", "probe_asn", "details")

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from oonibackend.metrics import Metrics
 
-log = logging.getLogger("oonibackend.faulty")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Row = dict[str, Any]

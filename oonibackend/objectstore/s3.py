@@ -27,7 +27,7 @@ from oonibackend.objectstore import READ_PIECE, ObjectInfo, ObjectStore, StoreEr
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-log = logging.getLogger("oonibackend.objectstore.s3")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

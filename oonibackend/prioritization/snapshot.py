@@ -41,7 +41,7 @@ from oonibackend.prioritization.rules import (
 )
 from oonibackend.storage import versions
 
-log = logging.getLogger("oonibackend.prioritization")
+log = logging.getLogger(__name__)
 
 CITIZENLAB_SQL = """
 SELECT domain, url, cc, category_code

@@ -14,7 +14,7 @@ from oonibackend.metrics import Metrics
 from oonibackend.quotas.policy import QUOTA_POLICY, QuotaPolicy
 from oonibackend.quotas.store import QuotaStore
 
-log = logging.getLogger("oonibackend.quotas")
+log = logging.getLogger(__name__)
 # Set by quotas_ctx below; absent when quotas are disabled.
 QUOTAS = web.AppKey("quotas", QuotaStore)
 

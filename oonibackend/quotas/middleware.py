@@ -21,7 +21,7 @@ from oonibackend.quotas.context import QUOTAS, quotas_ctx
 from oonibackend.quotas.keys import account_key
 from oonibackend.quotas.policy import QUOTA_POLICY, QuotaPolicy
 
-log = logging.getLogger("oonibackend.quotas")
+log = logging.getLogger(__name__)
 
 REMAINING_HEADER = "X-RateLimit-Remaining"
 _REMAINING = web.RequestKey("quota_remaining", int)

@@ -34,7 +34,7 @@ import lmdb
 from oonibackend.config import Config
 from oonibackend.quotas.keys import is_account_key, key_label
 
-log = logging.getLogger("oonibackend.quotas")
+log = logging.getLogger(__name__)
 
 # Bucket name -> period in seconds (day 24 h, week 168 h, month 720 h).
 PERIODS: dict[str, int] = {"daily": 24 * 3600, "weekly": 168 * 3600, "monthly": 720 * 3600}

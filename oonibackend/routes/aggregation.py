@@ -50,7 +50,7 @@ from oonibackend.readcache import READ_CACHE
 from oonibackend.routes.params import Query
 from oonibackend.storage import QueryLimitExceeded
 
-log = logging.getLogger("oonibackend.aggregation")
+log = logging.getLogger(__name__)
 
 TAGS = ["Aggregation"]
 FORMATS = ("JSON", "CSV")

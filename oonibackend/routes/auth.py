@@ -33,7 +33,7 @@ from oonibackend.appkeys import CONFIG, DB
 from oonibackend.errors import APIError
 from oonibackend.routes.body import read_body, read_object
 
-log = logging.getLogger("oonibackend.accounts")
+log = logging.getLogger(__name__)
 TAGS = ["Accounts"]
 _MAX_BODY = 8192
 

@@ -28,7 +28,7 @@ from oonibackend.errors import APIError, Unauthenticated, Unavailable
 from oonibackend.routes.body import read_object
 from oonibackend.storage import DatabaseError
 
-log = logging.getLogger("oonibackend.accounts")
+log = logging.getLogger(__name__)
 TAGS = ["Accounts"]
 _MAX_BODY = 8192
 

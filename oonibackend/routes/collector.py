@@ -25,7 +25,7 @@ from oonibackend.routes import anonc
 from oonibackend.routes.body import read_body
 from oonibackend.spool import Forwarder, Spool, SpoolError, SpoolUnavailable
 
-log = logging.getLogger("oonibackend.collector")
+log = logging.getLogger(__name__)
 # Set by collector_ctx below.
 SPOOL = web.AppKey("spool", Spool)
 FORWARDER = web.AppKey("forwarder", Forwarder)

@@ -1,7 +1,7 @@
 """The blocking-event feed: GET /api/v1/detector/events (JSON or Atom), and OONI's analysis
 change points: GET /api/v1/detector/changepoints (docs/current_services.md §5).
 
-Events are written by `oonibackend detect` (oonibackend/detector/). Filters: probe_cc,
+Events are written by `oonibackend detect` (oonibackend/jobs/detector/). Filters: probe_cc,
 probe_asn (AS123 or 123), test_name (comma lists), input (exact), domain (the input URL's
 host), status (OK / BLOCKED), since / until (on the change point `time`; YYYY-MM-DD or ISO),
 limit (default 100, at most 1000). `format=json|atom`, or `Accept: application/atom+xml`.
@@ -18,7 +18,7 @@ from aiohttp_apispec import docs
 
 from oonibackend import jsonutil
 from oonibackend.appkeys import DB
-from oonibackend.detector import changepoints, event_query, feed
+from oonibackend.queries import detector_changepoints, detector_events, detector_feed
 from oonibackend.routes.links import base_url
 from oonibackend.routes.params import Query, today
 
@@ -31,9 +31,9 @@ MAX_EXECUTION_TIME = 10
 
 def events_query(q: Query) -> tuple[str, dict[str, Any]]:
     """The feed's SQL for the query string."""
-    return event_query.build_query(
-        limit=q.int("limit", event_query.DEFAULT_LIMIT, min=1, max=event_query.MAX_LIMIT)
-        or event_query.DEFAULT_LIMIT,
+    return detector_events.build_query(
+        limit=q.int("limit", detector_events.DEFAULT_LIMIT, min=1, max=detector_events.MAX_LIMIT)
+        or detector_events.DEFAULT_LIMIT,
         ccs=q.cc_list("probe_cc"), asns=q.asn_list("probe_asn"),
         tests=q.test_names("test_name"), input_=q.input("input"), domain=q.domain("domain"),
         status=q.str("status"), since=q.date("since"), until=q.date("until"))
@@ -43,7 +43,7 @@ def _wants_atom(request: web.Request, q: Query) -> bool:
     fmt = q.choice("format", ("json", "atom"), lower=True)
     if fmt is not None:
         return fmt == "atom"
-    return feed.CONTENT_TYPE in request.headers.get("Accept", "")
+    return detector_feed.CONTENT_TYPE in request.headers.get("Accept", "")
 
 
 @docs(tags=TAGS, summary="Blocking events detected in the measurements",
@@ -64,23 +64,23 @@ async def events(request: web.Request) -> web.Response:
                                        settings={"max_execution_time": MAX_EXECUTION_TIME})
     headers = {"Vary": "Accept"}
     if not atom:
-        return jsonutil.response(feed.render_json(rows), cache=CACHE_SECONDS, headers=headers)
+        return jsonutil.response(detector_feed.render_json(rows), cache=CACHE_SECONDS, headers=headers)
     base = base_url(request)
     self_url = urllib.parse.urljoin(base, PATH.lstrip("/"))
     if request.rel_url.raw_query_string:
         self_url += "?" + request.rel_url.raw_query_string
     authority = urllib.parse.urlsplit(base).hostname or "ooni.org"
-    body = feed.render_atom(rows, self_url=self_url, authority=authority,
+    body = detector_feed.render_atom(rows, self_url=self_url, authority=authority,
                             now=dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0))
     headers["Cache-Control"] = f"max-age={CACHE_SECONDS}"
-    return web.Response(body=body, content_type=feed.CONTENT_TYPE, charset="utf-8",
+    return web.Response(body=body, content_type=detector_feed.CONTENT_TYPE, charset="utf-8",
                         headers=headers)
 
 
 def changepoints_query(q: Query, day: dt.datetime) -> tuple[str, dict[str, Any]]:
     """The change points' SQL for the query string; `day` is today 00:00 UTC."""
     since, until = q.date("since"), q.date("until")
-    return changepoints.build_query(
+    return detector_changepoints.build_query(
         day, since=since, until=until,
         asn=q.asn("probe_asn"),  # AS8048 or 8048; anything else is a 400 (OONI: 500)
         cc=q.str("probe_cc"), domain=q.str("domain"))
@@ -103,7 +103,7 @@ async def changepoints_list(request: web.Request) -> web.Response:
     rows = await request.app[DB].query(sql, params,
                                        settings={"max_execution_time": MAX_EXECUTION_TIME})
     # No Cache-Control, as OONI's service.
-    return jsonutil.response({"results": [changepoints.render(r) for r in rows]})
+    return jsonutil.response({"results": [detector_changepoints.render(r) for r in rows]})
 
 
 def setup(app: web.Application) -> None:

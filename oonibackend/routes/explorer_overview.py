@@ -43,7 +43,7 @@ from oonibackend.queries import overview as oq
 from oonibackend.readcache import READ_CACHE
 from oonibackend.routes.params import Query, today
 
-log = logging.getLogger("oonibackend.explorer_overview")
+log = logging.getLogger(__name__)
 
 TAGS = ["Explorer (private)"]
 # Cache-Control max-age of the legacy routes (seconds).

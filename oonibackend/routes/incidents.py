@@ -45,7 +45,7 @@ from oonibackend.routes.body import read_json
 from oonibackend.routes.params import Query
 from oonibackend.storage import Database
 
-log = logging.getLogger("oonibackend.incidents")
+log = logging.getLogger(__name__)
 TAGS = ["Findings"]
 LOCK = web.AppKey("incidents_lock", asyncio.Lock)
 _MAX_BODY = 512 * 1024

@@ -23,7 +23,7 @@ from oonibackend.errors import APIError
 from oonibackend.queries import measurements as mq
 from oonibackend.routes.body import read_json
 
-log = logging.getLogger("oonibackend.feedback")
+log = logging.getLogger(__name__)
 STATUSES = frozenset((
     "blocked", "blocked.blockpage", "blocked.blockpage.http", "blocked.blockpage.dns",
     "blocked.blockpage.server_side", "blocked.blockpage.server_side.captcha", "blocked.dns",

@@ -18,7 +18,7 @@ from oonibackend.errors import APIError
 from oonibackend.routes.body import read_object
 from oonibackend.routes.probe_common import TAGS, json_body
 
-log = logging.getLogger("oonibackend.probe_auth")
+log = logging.getLogger(__name__)
 
 # The HS256 key, read once per app: Config.jwt_secret() may read a file on every call.
 JWT_KEY = web.AppKey("probe_jwt_key", str)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from oonibackend.geoip import GEOIP
 
-log = logging.getLogger("oonibackend.probe_services")
+log = logging.getLogger(__name__)
 
 TAGS = ["Probe services"]
 

@@ -24,7 +24,7 @@ from oonibackend.appkeys import CONFIG
 from oonibackend.routes.probe_auth import require_probe_token
 from oonibackend.routes.probe_common import TAGS
 
-log = logging.getLogger("oonibackend.probe_config")
+log = logging.getLogger(__name__)
 
 EMPTY = b"{}"
 

@@ -30,7 +30,7 @@ from oonibackend.errors import APIError
 from oonibackend.routes.body import REFUSE, read_json
 from oonibackend.routes.probe_common import TAGS, json_body
 
-log = logging.getLogger("oonibackend.test_helpers")
+log = logging.getLogger(__name__)
 
 WEB_CONNECTIVITY_HTTPS = ("https://6.th.ooni.org", "https://5.th.ooni.org")
 WEB_CONNECTIVITY_CLOUDFRONT = {"address": "https://d33d1gs9kpq1c5.cloudfront.net",
@@ -129,7 +129,7 @@ class LiveHelpers:
 
     async def refresh(self) -> bool:
         """Reload; on failure keep the current set (log the traceback once in a row)."""
-        from oonibackend.rotation.state import read_instances
+        from oonibackend.jobs.rotation.state import read_instances
 
         try:
             rows = await read_instances(self.db)

@@ -37,7 +37,7 @@ from oonibackend.routes.body import read_json
 from oonibackend.routes.params import Query
 from oonibackend.storage import versions
 
-log = logging.getLogger("oonibackend.url_priorities")
+log = logging.getLogger(__name__)
 TAGS = ["URL priorities"]
 FIELDS = ("category_code", "cc", "domain", "url", "priority")
 _MAX_BODY = 16384

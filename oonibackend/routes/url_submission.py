@@ -35,7 +35,7 @@ from oonibackend.testlists.git import GitError
 from oonibackend.testlists.github import GitHub
 from oonibackend.testlists.workflow import Editor
 
-log = logging.getLogger("oonibackend.testlists")
+log = logging.getLogger(__name__)
 TAGS = ["Test List Editor"]
 # Set by editor_ctx below; absent when no GitHub token is configured.
 EDITOR = web.AppKey("testlists_editor", Editor)

@@ -6,7 +6,8 @@
     forwarder.enqueue(hour_dir, uid, body)                   # background fastpath delivery
 
 Modules: `records` (append-only record files, also under the fastpath's intake queue), `wal`
-(log segments), `layout` (directories and files), `writer` (Spool), `forwarder` (Forwarder).
+(log segments), `layout` (directories and files), `post` (a `.post` body and its published
+line), `writer` (Spool), `forwarder` (Forwarder).
 """
 
 from oonibackend.spool.forwarder import Forwarder

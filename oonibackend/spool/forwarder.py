@@ -31,7 +31,7 @@ from oonibackend.metrics import Metrics
 from oonibackend.spool import layout
 from oonibackend.spool.writer import Spool
 
-log = logging.getLogger("oonibackend.forwarder")
+log = logging.getLogger(__name__)
 
 # Bodies kept in memory for immediate delivery (beyond this they are re-read from disk).
 MAX_BODY_BYTES_IN_MEMORY = 64 * 1024 * 1024

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from oonibackend import ids
 
-log = logging.getLogger("oonibackend.spool")
+log = logging.getLogger(__name__)
 
 INCOMING = "incoming"
 WAL = "wal"

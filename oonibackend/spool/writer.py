@@ -50,7 +50,7 @@ from oonibackend.fileutil import fsync_dir, try_flock
 from oonibackend.metrics import Metrics
 from oonibackend.spool import layout, wal
 
-log = logging.getLogger("oonibackend.spool")
+log = logging.getLogger(__name__)
 
 _STOP = object()
 # Messages to the files thread.

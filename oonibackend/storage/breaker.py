@@ -45,7 +45,7 @@ from oonibackend.storage import (
     Settings,
 )
 
-log = logging.getLogger("oonibackend.storage.breaker")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -29,7 +29,7 @@ from oonibackend.storage import (
     types,
 )
 
-log = logging.getLogger("oonibackend.storage.chdb")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

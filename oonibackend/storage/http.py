@@ -29,7 +29,7 @@ from oonibackend.storage import (
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-log = logging.getLogger("oonibackend.storage.http")
+log = logging.getLogger(__name__)
 
 
 def setting_value(v: Any) -> str:

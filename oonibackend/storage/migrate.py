@@ -15,7 +15,7 @@ from pathlib import Path
 
 from oonibackend.storage import Database, sql
 
-log = logging.getLogger("oonibackend.storage.migrate")
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d+)_([A-Za-z0-9_\-]+)\.sql$")

@@ -33,8 +33,9 @@ from oonibackend.storage import (
 if TYPE_CHECKING:
     from oonibackend.config import Config
 
-log = logging.getLogger("oonibackend.storage.native")
-# asynch logs a WARNING per failed connect attempt; our exceptions already report it.
+log = logging.getLogger(__name__)
+# asynch logs a WARNING per failed connect attempt; our exceptions already report it (its
+# logger, by asynch's module name).
 logging.getLogger("asynch.proto.connection").setLevel(logging.ERROR)
 
 _NETWORK_ERRORS = (

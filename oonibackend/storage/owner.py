@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from oonibackend.config import Config
     from oonibackend.storage.chdb_local import ChdbDatabase
 
+# The module name spelled out: `python -m oonibackend.storage.owner` runs this as __main__.
 log = logging.getLogger("oonibackend.storage.owner")
 
 WORKERS = 4

@@ -21,7 +21,7 @@ from typing import Any
 
 from oonibackend.storage import DatabaseError
 
-log = logging.getLogger("oonibackend.storage.versions")
+log = logging.getLogger(__name__)
 
 CITIZENLAB = "citizenlab"
 URL_PRIORITIES = "url_priorities"

@@ -19,43 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from oonibackend import validate
-from oonibackend.citizenlab.lists import CATEGORY_CODES, HEADER, MAX_URL_LENGTH
-
-# CitizenLab's category codes and descriptions (lists/00-LEGEND-new_category_codes.csv).
-CATEGORIES: dict[str, str] = {
-    "ALDR": "Alcohol & Drugs",
-    "REL": "Religion",
-    "PORN": "Pornography",
-    "PROV": "Provocative Attire",
-    "POLR": "Political Criticism",
-    "HUMR": "Human Rights Issues",
-    "ENV": "Environment",
-    "MILX": "Terrorism and Militants",
-    "HATE": "Hate Speech",
-    "NEWS": "News Media",
-    "XED": "Sex Education",
-    "PUBH": "Public Health",
-    "GMB": "Gambling",
-    "ANON": "Anonymization and circumvention tools",
-    "DATE": "Online Dating",
-    "GRP": "Social Networking",
-    "LGBT": "LGBT",
-    "FILE": "File-sharing",
-    "HACK": "Hacking Tools",
-    "COMT": "Communication Tools",
-    "MMED": "Media sharing",
-    "HOST": "Hosting and Blogging Platforms",
-    "SRCH": "Search Engines",
-    "GAME": "Gaming",
-    "CULTR": "Culture",
-    "ECON": "Economics",
-    "GOVT": "Government",
-    "COMM": "E-commerce",
-    "CTRL": "Control content",
-    "IGO": "Intergovernmental Organizations",
-    "MISC": "Miscellaneous content",
-}
-assert set(CATEGORIES) == CATEGORY_CODES
+from oonibackend.jobs.citizenlab.lists import CATEGORIES, HEADER, MAX_URL_LENGTH
 
 # The fields of an entry as the editor sends and receives them (no category_description).
 ENTRY_KEYS = ("category_code", "date_added", "notes", "source", "url")

@@ -21,7 +21,7 @@ import signal
 import time
 from pathlib import Path
 
-log = logging.getLogger("oonibackend.testlists")
+log = logging.getLogger(__name__)
 
 _USERINFO = re.compile(r"(://)[^/@\s]*@")
 # Passed to every command (GIT_CONFIG_COUNT), so a repository's own config cannot turn them on.

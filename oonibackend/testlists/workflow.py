@@ -48,7 +48,7 @@ from oonibackend.testlists import entries as E
 from oonibackend.testlists.git import Git, GitError, basic_auth_header
 from oonibackend.testlists.github import GitHub, GitHubError
 
-log = logging.getLogger("oonibackend.testlists")
+log = logging.getLogger(__name__)
 
 CLEAN, IN_PROGRESS, PR_OPEN = "CLEAN", "IN_PROGRESS", "PR_OPEN"
 PR_TITLE = "Contribution from test-lists.ooni.org"

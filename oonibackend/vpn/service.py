@@ -29,7 +29,7 @@ from oonibackend.vpn import store
 from oonibackend.vpn.provider import Endpoint, VPNProvider
 from oonibackend.vpn.store import Entry
 
-log = logging.getLogger("oonibackend.vpn")
+log = logging.getLogger(__name__)
 
 MAX_ENDPOINTS = 4  # endpoints per answer, picked at random (as OONI's service)
 

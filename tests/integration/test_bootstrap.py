@@ -25,7 +25,7 @@ OONIBACKEND = [sys.executable, "-m", "oonibackend"]
 STATUS = """\
 import asyncio, json, sys
 from oonibackend import config, refdata
-from oonibackend.jobharness import open_database
+from oonibackend.jobs.harness import open_database
 from oonibackend.storage import DatabaseError
 
 async def main():

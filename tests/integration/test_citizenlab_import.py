@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from oonibackend.citizenlab.importer import ImportRefused, import_citizenlab
-from oonibackend.citizenlab.lists import HEADER, ListError
+from oonibackend.jobs.citizenlab.importer import ImportRefused, import_citizenlab
+from oonibackend.jobs.citizenlab.lists import HEADER, ListError
 from oonibackend.storage.http import HTTPDatabase
 from oonibackend.storage.migrate import migrate
 from tests.clickhouse_server import OwnerProcess

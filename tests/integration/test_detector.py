@@ -24,8 +24,8 @@ from collections.abc import Iterator
 import pytest
 
 from oonibackend.config import Config
-from oonibackend.detector import changepoint, job, series
 from oonibackend.fileutil import release_flock, try_flock
+from oonibackend.jobs.detector import changepoint, job, series
 from tests.conftest import Backend
 
 OONIBACKEND = [sys.executable, "-m", "oonibackend"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from oonibackend.geoip_download.importer import previous_month
+from oonibackend.jobs.geoip.importer import previous_month
 from tests.conftest import write_config
 from tests.integration.conftest import serve_backend
 from tests.integration.test_asnmeta_import import FileServer

@@ -34,10 +34,10 @@ import pytest
 
 from oonibackend import config, ids
 from oonibackend.bodies import archive
+from oonibackend.jobs.upload import files
+from oonibackend.jobs.upload.uploader import JSONL_COLUMNS
 from oonibackend.objectstore.s3 import S3Store
 from oonibackend.storage.http import HTTPDatabase
-from oonibackend.upload import files
-from oonibackend.upload.uploader import JSONL_COLUMNS
 from tests.conftest import SAMPLES, Backend
 from tests.s3server import S3Server
 from workers.process import FASTPATH_COLUMNS, process

@@ -184,8 +184,8 @@ def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnerProcess]:
 @pytest.fixture(scope="module")
 def prepared(owner: OwnerProcess, bucket_data: Bucket) -> None:
     """Schema, the sample fingerprints and the jsonl table rows."""
-    from oonibackend.fingerprints.importer import import_fingerprints
-    from oonibackend.fingerprints.parse import read_dir
+    from oonibackend.jobs.fingerprints.importer import import_fingerprints
+    from oonibackend.jobs.fingerprints.parse import read_dir
 
     fp_dir = owner.data_dir / "fp-src"
     fp_dir.mkdir(exist_ok=True)

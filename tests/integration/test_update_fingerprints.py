@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from oonibackend.fingerprints.importer import import_fingerprints
-from oonibackend.fingerprints.parse import FingerprintError, read_dir
+from oonibackend.jobs.fingerprints.importer import import_fingerprints
+from oonibackend.jobs.fingerprints.parse import FingerprintError, read_dir
 from oonibackend.storage.http import HTTPDatabase
 from oonibackend.storage.migrate import migrate
 from oonibackend.storage.swap import ImportRefused

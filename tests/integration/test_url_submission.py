@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from oonibackend.accounts.tokens import session_token
-from oonibackend.testlists.entries import CATEGORIES
+from oonibackend.jobs.citizenlab.lists import CATEGORIES
 from oonibackend.testlists.git import Git, GitError, basic_auth_header
 from tests.conftest import FIXTURES, Backend, free_port
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from oonibackend.asnmeta.parse import (
+from oonibackend.jobs.asnmeta.parse import (
     MAX_FIELD_CHARS,
     UNKNOWN_DATE,
     AsnEntry,
@@ -20,7 +20,7 @@ from oonibackend.asnmeta.parse import (
     parse_document,
     parse_entry,
 )
-from oonibackend.asnmeta.source import Decoder, SourceError, display, local_path
+from oonibackend.jobs.asnmeta.source import Decoder, SourceError, display, local_path
 
 DOC = {
     "15169": [["Google LLC", "US", "2020-01-02", "GOOGLE", "ARIN"],

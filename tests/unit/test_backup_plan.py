@@ -11,8 +11,8 @@ import io
 import pytest
 import zstandard
 
-from oonibackend.backup import plan
-from oonibackend.backup.stream import (
+from oonibackend.jobs.backup import plan
+from oonibackend.jobs.backup.stream import (
     Compressor,
     CsvCounter,
     Decompressor,

@@ -11,9 +11,9 @@ import random
 import pytest
 
 from oonibackend.bodies import archive
+from oonibackend.jobs.upload import files
 from oonibackend.objectstore.local import LocalStore
 from oonibackend.storage.sql import render
-from oonibackend.upload import files
 
 KEY = "raw/20240102/03/IT/webconnectivity/2024010203_IT_webconnectivity.n1.0.jsonl.gz"
 

@@ -10,7 +10,7 @@ import pytest
 
 from oonibackend import ids
 from oonibackend.bodies import spool
-from oonibackend.upload import files
+from oonibackend.jobs.upload import files
 from tests.conftest import SAMPLES
 
 UID = "20240102030405.123456_IT_webconnectivity_0123456789abcdef"

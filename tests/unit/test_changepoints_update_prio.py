@@ -7,11 +7,11 @@ import math
 import pytest
 from multidict import MultiDict
 
-from oonibackend.detector import changepoints
 from oonibackend.errors import APIError, Invalid, domain_status
 from oonibackend.metrics import Metrics
 from oonibackend.prioritization import countries
 from oonibackend.prioritization.rules import Rule
+from oonibackend.queries import detector_changepoints
 from oonibackend.routes import probe_update
 from oonibackend.routes.detector import changepoints_query
 from oonibackend.routes.params import Query
@@ -55,15 +55,15 @@ def test_rows_render_like_ooni():
            "dns_other_blocked": 0.5, "tcp_blocked": None, "tls_blocked": 0.25,
            "change_dir": -1, "current_state": "ok", "s_pos": 1.5, "s_neg": 0.0, "h": 2.0,
            "block_type": "tls_block"}
-    out = changepoints.render(row)
+    out = detector_changepoints.render(row)
     assert out["start_time"] == "2024-01-15T18:00:00Z"
     assert out["change_dir"] == "down" and out["dns_isp_blocked"] is None
     assert out["count_other_resolver"] is None and out["tls_blocked"] == 0.25
     assert "tls_blocked_s_pos" not in out and "ts" not in out
-    assert changepoints.change_dir(1) == "up" and changepoints.change_dir(0) == "up"
-    assert changepoints.change_dir(None) is None
+    assert detector_changepoints.change_dir(1) == "up" and detector_changepoints.change_dir(0) == "up"
+    assert detector_changepoints.change_dir(None) is None
     row["ts"] = dt.datetime(2024, 1, 15, 18, 0, 0, 123000)
-    assert changepoints.render(row)["start_time"] == "2024-01-15T18:00:00.123Z"
+    assert detector_changepoints.render(row)["start_time"] == "2024-01-15T18:00:00.123Z"
 
 
 def test_update_bodies():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from oonibackend.citizenlab.lists import (
+from oonibackend.jobs.citizenlab.lists import (
     CATEGORY_CODES,
     HEADER,
     Entry,

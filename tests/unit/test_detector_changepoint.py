@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from oonibackend.detector import series
-from oonibackend.detector.changepoint import (
+from oonibackend.jobs.detector import series
+from oonibackend.jobs.detector.changepoint import (
     BLOCKED,
     OK,
     UNKNOWN,
@@ -238,7 +238,7 @@ def test_state_row_round_trip_keeps_missing_times_missing():
 
 def test_plan_of_a_run():
     from oonibackend.config import DetectorConfig
-    from oonibackend.detector.job import plan
+    from oonibackend.jobs.detector.job import plan
 
     c = DetectorConfig()  # hourly, 48 h window, 20 min delay
     now = dt.datetime(2024, 3, 10, 12, 15)

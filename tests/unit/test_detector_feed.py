@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from multidict import MultiDict
 
-from oonibackend.detector import feed
 from oonibackend.errors import APIError, Invalid, domain_status
+from oonibackend.queries import detector_feed
 from oonibackend.routes.detector import events_query as build_query
 from oonibackend.routes.params import Query
 
@@ -27,14 +27,14 @@ def event(**kw) -> dict:
 
 
 def atom(events: list[dict]) -> ET.Element:
-    body = feed.render_atom(events, self_url="https://api.example.org/api/v1/detector/events"
+    body = detector_feed.render_atom(events, self_url="https://api.example.org/api/v1/detector/events"
                             "?probe_cc=IT&format=atom", authority="api.example.org", now=NOW)
     assert body.startswith(b'<?xml version="1.0" encoding="utf-8"?>')
     return ET.fromstring(body)
 
 
 def test_json_rendering():
-    out = feed.render_json([event(), event(status="OK", probe_asn=4200000001,
+    out = detector_feed.render_json([event(), event(status="OK", probe_asn=4200000001,
                                            time=dt.datetime(2024, 4, 29, 1, 2, 3, 500000))])
     assert out["v"] == 0
     assert out["events"][0] == {
@@ -95,17 +95,17 @@ def test_untrusted_input_is_escaped():
     assert entry_id.startswith("tag:api.example.org,2025:blocking-event/web_connectivity/")
     assert not set(entry_id) & set('<>"\' \x00')
     # The raw bytes carry no unescaped markup from the input.
-    body = feed.render_atom([event(input=hostile)], self_url='https://h/?q="<x>"',
+    body = detector_feed.render_atom([event(input=hostile)], self_url='https://h/?q="<x>"',
                             authority="h", now=NOW)
     assert b"<script>" not in body and b'"<x>"' not in body
     assert ET.fromstring(body).findtext(A + "id") == 'https://h/?q="<x>"'
 
 
 def test_entry_ids_are_stable_and_distinct():
-    a = feed.entry_id(event(), "api.ooni.io")
-    assert a == feed.entry_id(event(), "api.ooni.io")
-    assert a != feed.entry_id(event(input="https://twitter.com/x"), "api.ooni.io")
-    assert a != feed.entry_id(event(time=dt.datetime(2024, 4, 30, 8)), "api.ooni.io")
+    a = detector_feed.entry_id(event(), "api.ooni.io")
+    assert a == detector_feed.entry_id(event(), "api.ooni.io")
+    assert a != detector_feed.entry_id(event(input="https://twitter.com/x"), "api.ooni.io")
+    assert a != detector_feed.entry_id(event(time=dt.datetime(2024, 4, 30, 8)), "api.ooni.io")
 
 
 @pytest.mark.parametrize("input_, test_name, expected", [
@@ -115,7 +115,7 @@ def test_entry_ids_are_stable_and_distinct():
     ("", "signal", "signal"),
 ])
 def test_subject(input_, test_name, expected):
-    assert feed.subject(event(input=input_, test_name=test_name)) == expected
+    assert detector_feed.subject(event(input=input_, test_name=test_name)) == expected
 
 
 def q(**params) -> Query:

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from oonibackend.fingerprints.parse import MATCH_COLUMNS
+from oonibackend.jobs.fingerprints.parse import MATCH_COLUMNS
 from tests.conftest import SAMPLES
 from workers.fingerprints import (
     Fingerprints,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from oonibackend.fingerprints.parse import HEADER, FingerprintError, parse_csv, read_dir
-from oonibackend.fingerprints.source import download_dir, is_git_url, open_source
+from oonibackend.jobs.fingerprints.parse import HEADER, FingerprintError, parse_csv, read_dir
+from oonibackend.jobs.fingerprints.source import download_dir, is_git_url, open_source
 from tests.conftest import SAMPLES
 
 DNS = [["ooni.by_4", "isp", "cl.dns_isp_by_mts", "dns", "full", "134.17.0.7", "5", "BY",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from oonibackend.geoip import GeoIP
-from oonibackend.geoip_download.importer import (
+from oonibackend.jobs.geoip.importer import (
     DownloadError,
     candidate_months,
     check_template,

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from oonibackend import config, exitcodes
-from oonibackend.jobharness import Job
+from oonibackend.jobs.harness import Job
 from oonibackend.storage import DatabaseError, DatabaseUnavailable
 
 JOB = Job("oonibackend thing")

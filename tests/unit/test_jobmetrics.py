@@ -6,7 +6,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from oonibackend import jobmetrics
+from oonibackend.jobs import metrics as jobmetrics
 
 
 def families(text: str) -> dict[str, tuple[str, str, float]]:

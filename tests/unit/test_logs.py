@@ -37,7 +37,7 @@ def emit(fmt: str, stream: io.StringIO | None = None, exc: bool = False, **extra
          ) -> str:
     stream = io.StringIO() if stream is None else stream
     logs.setup("DEBUG", fmt, stream=stream)
-    log = logging.getLogger("oonibackend.run")
+    log = logging.getLogger("oonibackend.supervisor")
     if exc:
         try:
             raise ValueError("boom")
@@ -53,9 +53,9 @@ def test_text_line_shape():
     assert out.endswith("\n") and out.count("\n") == 1
     m = TEXT_LINE.fullmatch(out.rstrip("\n"))
     assert m, out
-    assert (m["level"], m["logger"], m["rest"]) == ("INFO", "oonibackend.run", "started child")
+    assert (m["level"], m["logger"], m["rest"]) == ("INFO", "oonibackend.supervisor", "started child")
     # Levels are padded to one width so messages line up.
-    assert " INFO  oonibackend.run: " in out
+    assert " INFO  oonibackend.supervisor: " in out
 
 
 def test_text_extras_as_key_values_quoted_when_needed():
@@ -85,7 +85,7 @@ def test_json_unchanged():
     assert list(d)[:5] == ["ts", "level", "logger", "msg", "pid"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", d["ts"])
     assert (d["level"], d["logger"], d["msg"], d["pid"]) == \
-        ("error", "oonibackend.run", "failed to start", os.getpid())
+        ("error", "oonibackend.supervisor", "failed to start", os.getpid())
     assert (d["child"], d["child_pid"]) == ("api", 7)
     assert d["exc"].startswith("Traceback (most recent call last):")
     assert d["exc"].endswith("ValueError: boom")

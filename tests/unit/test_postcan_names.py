@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oonibackend.upload import files
+from oonibackend.jobs.upload import files
 from tests.unit.test_sources import post_body, tar_bytes
 from tests.unit.test_upload import make_spool
 from workers.sources.formats import iter_object

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from oonibackend import bootstrap, config, refdata
+from oonibackend import config, refdata
+from oonibackend.jobs import bootstrap
 from oonibackend.storage import DatabaseError
 
 

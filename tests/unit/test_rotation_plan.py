@@ -6,10 +6,10 @@ import datetime as dt
 import pytest
 
 from oonibackend.config import RotationConfig
-from oonibackend.rotation.journal import Pending
-from oonibackend.rotation.provider import Droplet
-from oonibackend.rotation.readiness import CheckTarget, verdict
-from oonibackend.rotation.rotate import (
+from oonibackend.jobs.rotation.journal import Pending
+from oonibackend.jobs.rotation.provider import Droplet
+from oonibackend.jobs.rotation.readiness import CheckTarget, verdict
+from oonibackend.jobs.rotation.rotate import (
     Policy,
     allocate_rdn,
     droplet_name,
@@ -17,7 +17,7 @@ from oonibackend.rotation.rotate import (
     name_time,
     validate,
 )
-from oonibackend.rotation.state import Instance
+from oonibackend.jobs.rotation.state import Instance
 from oonibackend.routes.test_helpers import live_addresses, make_test_helpers
 
 NOW = dt.datetime(2025, 3, 10, 12, 0, 0)

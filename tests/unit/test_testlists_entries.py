@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from oonibackend.citizenlab.lists import CATEGORY_CODES
+from oonibackend.jobs.citizenlab.lists import CATEGORIES, CATEGORY_CODES
 from oonibackend.testlists import entries as E
 
 HEADER = "url,category_code,category_description,date_added,source,notes\n"
@@ -43,10 +43,10 @@ def err(excinfo) -> str:
 # --- validation --------------------------------------------------------------------------------
 
 def test_category_table_has_the_31_citizenlab_codes():
-    assert set(E.CATEGORIES) == CATEGORY_CODES and len(E.CATEGORIES) == 31
-    assert E.CATEGORIES["NEWS"] == "News Media"
-    assert E.CATEGORIES["ANON"] == "Anonymization and circumvention tools"
-    assert E.CATEGORIES["COMM"] == "E-commerce"
+    assert set(CATEGORIES) == CATEGORY_CODES and len(CATEGORIES) == 31
+    assert CATEGORIES["NEWS"] == "News Media"
+    assert CATEGORIES["ANON"] == "Anonymization and circumvention tools"
+    assert CATEGORIES["COMM"] == "E-commerce"
 
 
 @pytest.mark.parametrize("value,cc", [("IT", "it"), ("it", "it"), ("Global", "global"),

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from oonibackend import config, ids
+from oonibackend.jobs.upload import files
+from oonibackend.jobs.upload.uploader import Options, Uploader, UploadError, is_closed
 from oonibackend.objectstore import StoreError, keys
 from oonibackend.objectstore.local import LocalStore
 from oonibackend.storage import Database
-from oonibackend.upload import files
-from oonibackend.upload.uploader import Options, Uploader, UploadError, is_closed
 from tests.conftest import SAMPLES
 
 # Samples that are single measurements (not fingerprint lists or YAML).

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from oonibackend.fileutil import fsync_dir
 
-log = logging.getLogger("workers.intake.batches")
+log = logging.getLogger(__name__)
 
 SUFFIX = ".batch"
 TMP_SUFFIX = ".tmp"

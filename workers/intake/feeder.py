@@ -31,7 +31,7 @@ from oonibackend.errors import error_middleware, json_error
 from oonibackend.metrics import Metrics
 from workers.intake.queue import IntakeQueue, QueueClosed, QueueFull
 
-log = logging.getLogger("workers.intake.feeder")
+log = logging.getLogger(__name__)
 
 
 def _ok() -> web.Response:

@@ -33,7 +33,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from oonibackend.metrics import Metrics
 from workers.intake import worker
 
-log = logging.getLogger("workers.intake.pool")
+log = logging.getLogger(__name__)
 
 PROCESS_REF = "workers.process:process"
 FINGERPRINTS_REF = "workers.fingerprints:Fingerprints"

@@ -34,7 +34,7 @@ from oonibackend.fileutil import try_flock
 from workers.intake import segment as seg
 from workers.intake.recent import KEEP, CommittedLog
 
-log = logging.getLogger("workers.intake.queue")
+log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 MEMORY_BYTES = 64 * 1024 * 1024

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-log = logging.getLogger("workers.intake.recent")
+log = logging.getLogger(__name__)
 
 KEEP = 50_000
 OLD, CURRENT = "committed.0", "committed.1"

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from oonibackend.fingerprints.parse import MATCH_COLUMNS
+from oonibackend.jobs.fingerprints.parse import MATCH_COLUMNS
 from oonibackend.metrics import Metrics
 from oonibackend.storage import Database, DatabaseError, versions
 
-log = logging.getLogger("workers.intake.refresh")
+log = logging.getLogger(__name__)
 
 # Selected in this order, DNS first (docs/fastpath.md §3.1).
 TABLES = ("fingerprints_dns", "fingerprints_http")

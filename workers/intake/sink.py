@@ -41,7 +41,7 @@ from oonibackend.storage import Database, DatabaseError
 from workers.batch_insert import RetryingInsert, is_data_error
 from workers.intake.batches import BatchJournal, Group, Manifest, encode
 
-log = logging.getLogger("workers.intake.sink")
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 Rows = dict[str, list[Row]]

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-log = logging.getLogger("workers.intake.worker")
+log = logging.getLogger(__name__)
 
 # Seconds between checks that the parent process still exists.
 PARENT_CHECK = 1.0

@@ -27,7 +27,7 @@ import ujson
 from oonibackend.objectstore import keys
 from workers.sources.ids import trivial_id
 
-log = logging.getLogger("workers.sources")
+log = logging.getLogger(__name__)
 
 # ujson, not orjson: orjson turns integers above 64 bits into floats, and the reference
 # parsed measurements with ujson.

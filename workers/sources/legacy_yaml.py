@@ -28,7 +28,7 @@ import yaml
 
 from workers.sources.ids import trivial_id
 
-log = logging.getLogger("workers.sources.yaml")
+log = logging.getLogger(__name__)
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -1,4 +1,4 @@
--- The blocking-event detector (`oonibackend detect`, oonibackend/detector/): OONI's analysis
+-- The blocking-event detector (`oonibackend detect`, oonibackend/jobs/detector/): OONI's analysis
 -- detector tables, same names, columns and types, plus what makes the job resumable.
 --
 -- blocking_status: the latest state of each series (test_name, input, probe_cc, probe_asn):
