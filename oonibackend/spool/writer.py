@@ -396,6 +396,10 @@ class Spool:
         # created by the files thread; file creation latency on a busy ext4 varies 25-300 us
         # and must not hold answers back.
         self._owed.update([path for _, _, path, _, _, _ in batch])
+        # Queued before the answers go out, so that a files_written() barrier requested after
+        # an answer is queued behind this batch's files. Bounded: when file creation falls
+        # behind, the writer (and so the answers) wait.
+        self._files_q.put((_FILES, [(path, body) for _, _, path, body, _, _ in batch]))
         self._resolve(batch, [None] * len(batch))
         m = self._metrics
         m.inc("spool_writes_total", len(batch), help="Measurements made durable in the spool")
@@ -403,8 +407,6 @@ class Spool:
               "spool_batch_items_total / spool_batches_total)")
         m.inc("spool_batch_items_total", len(batch), help="Measurements in WAL group commits")
         m.set("spool_last_batch_size", len(batch), help="Size of the latest WAL group commit")
-        # Bounded: when file creation falls behind, the writer (and so the answers) wait.
-        self._files_q.put((_FILES, [(path, body) for _, _, path, body, _, _ in batch]))
 
     @staticmethod
     def _resolve(batch: list[tuple], errors: list[BaseException | None]) -> None:
