@@ -90,6 +90,9 @@ class DatabaseConfig:
     # Sent as the ClickHouse setting `max_execution_time` on reads (seconds).
     max_execution_time: int = 28
     pool_size: int = 8
+    # A ClickHouse cluster (servers only): every DDL statement runs ON CLUSTER, tables are
+    # created with replicated engines (storage/cluster.py). Empty: one server.
+    cluster: str = ""
 
 
 @dataclass
@@ -615,6 +618,15 @@ def load(path: str | None = None, **overrides: Any) -> Config:
             raise ConfigError(f"server.{key} must not be negative")
     if cfg.database.driver != "embedded" and not cfg.database.url:
         raise ConfigError(f"database.url is required with driver {cfg.database.driver}")
+    if cfg.database.cluster:
+        from oonibackend.storage.cluster import valid_name
+
+        if cfg.database.driver == "embedded":
+            raise ConfigError("database.cluster needs a ClickHouse server (driver http or "
+                              "native): the embedded chdb is one process, not a cluster")
+        if not valid_name(cfg.database.cluster):
+            raise ConfigError(f"database.cluster {cfg.database.cluster!r} is not a cluster "
+                              "name (letters, digits, _ and -, or a {macro})")
     sock = os.fsencode(cfg.owner_socket())
     if cfg.database.driver == "embedded" and len(sock) > MAX_SOCKET_PATH:
         raise ConfigError(f"database.owner_socket {cfg.owner_socket()} is {len(sock)} bytes, "

@@ -16,6 +16,8 @@ Drivers:
 * `chdb`: chdb in this process; only the owner process and offline CLI jobs use it, since
   only one process may open a chdb directory.
 
+With `[database] cluster` set, `connect` wraps the driver so that every `execute` runs ON
+CLUSTER with replicated engines (`storage.cluster`).
 `connect(cfg, breaker=True)` (the API) puts the driver behind a circuit breaker
 (`storage.breaker`): while the database is known down, reads fail at once instead of waiting
 for `database.read_timeout`.
@@ -120,6 +122,10 @@ def connect(cfg: Config, *, direct: bool = False, breaker: bool = False) -> Data
     do not.
     """
     db = _driver(cfg, direct)
+    if cfg.database.cluster:
+        from oonibackend.storage.cluster import ClusterDatabase
+
+        db = ClusterDatabase(db, cfg.database.cluster)
     if breaker and not direct:
         from oonibackend.storage.breaker import GuardedDatabase
 

@@ -3,6 +3,9 @@
 Every statement is idempotent (IF NOT EXISTS), so a migration interrupted half-way, or one
 run concurrently by two processes, is simply applied again. Files are named
 `NNNN_description.sql` and live next to this module.
+
+With `[database] cluster` set, `storage.connect` gives a driver that runs every statement,
+`schema_migrations` included, ON CLUSTER with replicated engines (storage/cluster.py).
 """
 
 from __future__ import annotations
