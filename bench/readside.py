@@ -1,6 +1,6 @@
 """Read-side benchmark: p50/p99 of Explorer's list and aggregation calls on N million rows.
 
-    .venv/bin/python bench/readside.py [--rows 10000000] [--data-dir bench/var-read]
+    .venv/bin/python bench/readside.py [--rows 10000000] [--data-dir bench/var-read] [--no-rollups]
 
 Starts the real backend (`oonibackend run`, embedded chdb, fastpath off, quotas off) on the
 data directory, fills `fastpath` with generated rows (bench/gen_fastpath.py) up to `--rows`
@@ -16,7 +16,9 @@ data directory, fills `fastpath` with generated rows (bench/gen_fastpath.py) up 
 | calendar | a country's per-day counts over 30 days: `aggregation?probe_cc=XX&axis_x=measurement_start_day&since&until` | p99 < 1 s |
 
 Every request has its own time window (shifted by minutes), so no answer comes from a cache:
-the figures are those of real queries.
+the figures are those of real queries. The aggregation scenarios read the rollups (migration
+0012: the window's whole days) plus fastpath for its two partial days; `--no-rollups`
+(`[aggregation] rollups = false`) reads fastpath alone, the "before" figures.
 """
 
 from __future__ import annotations
@@ -98,11 +100,13 @@ def paths(scenario: str, n: int, now: dt.datetime) -> list[str]:
     return out
 
 
-def start_backend(data: Path, conf_dir: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_backend(data: Path, conf_dir: Path, rollups: bool = True
+                  ) -> tuple[subprocess.Popen, str, Path]:
     """`oonibackend run` on `data` for read benchmarks (no fastpath, no quotas) on a free
     port: (process, base URL, config file). The caller waits for it to answer."""
     conf, api_port = conf_dir / "bench.toml", free_port()
-    conf.write_text(f"""
+    conf.write_text(f"""[aggregation]
+rollups = {'true' if rollups else 'false'}
 [server]
 port = {api_port}
 [fastpath]
@@ -159,12 +163,15 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200, help="requests per scenario")
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--scenarios", default="search,recent-box,domain-box,aggregation,calendar")
+    ap.add_argument("--no-rollups", action="store_true",
+                    help="aggregations read fastpath alone ([aggregation] rollups = false)")
     ap.add_argument("--json", help="write the results as JSON to this file")
     args = ap.parse_args()
 
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    backend, base, conf = start_backend(data, Path(tempfile.mkdtemp(prefix="oonibench-read-")))
+    backend, base, conf = start_backend(data, Path(tempfile.mkdtemp(prefix="oonibench-read-")),
+                                        rollups=not args.no_rollups)
     results: dict[str, dict[str, float]] = {}
     try:
         wait_http(base + "/health")

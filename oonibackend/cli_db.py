@@ -1,4 +1,5 @@
-"""`oonibackend db migrate` and `oonibackend db exec FILE.sql`, on the database a job opens
+"""`oonibackend db migrate`, `oonibackend db exec FILE.sql` and `oonibackend db rebuild-rollups
+--start-day D --end-day D` (storage/rollups.py), on the database a job opens
 (oonibackend/jobs/harness.py: the running owner's, or chdb itself under the owner lock).
 
 Exit status: 0 done, 1 failed (database unavailable, a statement failed), 2 bad usage.
@@ -7,6 +8,7 @@ Exit status: 0 done, 1 failed (database unavailable, a statement failed), 2 bad 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +37,15 @@ def add_parser(subparsers: argparse._SubParsersAction,
                                    "as JSON lines on stdout.")
     e.add_argument("file", metavar="FILE.sql", help="SQL file ('-' for stdin)")
     e.set_defaults(func=run_db, db_command="exec")
+    r = sub.add_parser("rebuild-rollups", parents=parents,
+                       help="recount the rollups of some days from fastpath",
+                       description="Replace the rollups' rows of the days [start, end) with "
+                                   "the counts of fastpath FINAL (after re-processing them).")
+    r.add_argument("--start-day", required=True, type=dt.date.fromisoformat,
+                   help="first day, YYYY-MM-DD")
+    r.add_argument("--end-day", required=True, type=dt.date.fromisoformat,
+                   help="end day (excluded), YYYY-MM-DD")
+    r.set_defaults(func=run_db, db_command="rebuild-rollups")
 
 
 def _where(cfg: Config) -> str:
@@ -81,8 +92,18 @@ async def run_db(args: argparse.Namespace, cfg: Config) -> int:
                 return await _migrate(db)
             if cmd == "exec":
                 return await _exec(db, args.file)
+            if cmd == "rebuild-rollups":
+                if args.end_day <= args.start_day:
+                    return JOB.usage("--end-day must be after --start-day")
+                from oonibackend.storage import rollups
+
+                n = (args.end_day - args.start_day).days
+                await rollups.rebuild(db, [args.start_day + dt.timedelta(days=i)
+                                           for i in range(n)])
+                print(f"rollups rebuilt from {args.start_day} to {args.end_day} (excluded)")
+                return 0
     except DatabaseUnavailable as e:
         return JOB.fail(f"database unavailable ({_where(cfg)}): {e}")
     except DatabaseError as e:
         return JOB.fail(str(e))
-    return JOB.usage("missing subcommand (migrate or exec)")
+    return JOB.usage("missing subcommand (migrate, exec or rebuild-rollups)")

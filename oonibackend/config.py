@@ -321,6 +321,9 @@ class AggregationConfig:
     # Seconds an answer is reused by the API process, and the Cache-Control max-age sent
     # for Nginx and browsers (0: neither).
     cache_seconds: int = 300
+    # Answer from the pre-aggregated rollups (migration 0012) when a request allows; false:
+    # always from fastpath (the same answers, slower; tests compare the two).
+    rollups: bool = True
 
 
 @dataclass

@@ -14,7 +14,10 @@ isolated and written to `<state>.rejected.jsonl`: workers/batch_insert.py).
 Resumable: an object's key is appended to `<fastpath.dir>/reprocess-<start>-<end>.done` once
 all its rows are inserted, and skipped by the next run of the same range (unless
 --no-resume). One pipeline: the next objects are fetched while the current one is scored (in
-a thread), and a batch is inserted while the next one fills.
+a thread), and a batch is inserted while the next one fills. At the end the rollups of the days
+the run wrote are recounted (storage/rollups.py: a re-scored row would be counted twice);
+after a run that was interrupted and resumed, recount the range's days with `oonibackend db
+rebuild-rollups`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from oonibackend.objectstore import ObjectInfo, ObjectStore, StoreError, keys, open_store
-from oonibackend.storage import Database, DatabaseError, DatabaseUnavailable
+from oonibackend.storage import Database, DatabaseError, DatabaseUnavailable, rollups
 from workers.batch_insert import RetryingInsert
 from workers.sources import selection
 from workers.sources.formats import Record, iter_object
@@ -582,8 +585,11 @@ async def run_reprocess(args: argparse.Namespace, cfg: Config) -> int:
                 print(f"{PROG}: {store.name}, {ndays} day{'' if ndays == 1 else 's'} from {start} "
                       f"(end {end} excluded)" + (", dry run" if opts.dry_run else ""),
                       file=sys.stderr)
+                started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
                 with _stop_on_signals():
                     stats = await job.run()
+                if not opts.dry_run:  # the rollups counted re-scored rows twice
+                    await rollups.rebuild_written_since(db, started)
     except asyncio.CancelledError:
         print(f"{PROG}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -6,6 +6,11 @@ The full-table aggregates are few and shared: one query per statistic feeds seve
 per-country counts feed countries and country_overview), so each is computed once per cache
 period. Windows are relative to an explicit `today` (UTC) so that a precomputed answer is
 exactly the one for the period it is served in.
+
+With `rollups` (the default, `[aggregation] rollups`) the global, monthly, network and domain
+counts read the rollups of migration 0012 (per day, country, network, test and domain), whose
+rows hold the same counts as fastpath's rows; the country counts keep reading fastpath (their
+clock-error cut is not at midnight).
 """
 
 from __future__ import annotations
@@ -30,23 +35,35 @@ SERIES = ("networks_by_month", "countries_by_month", "measurements_by_month")
 
 # --- SQL -----------------------------------------------------------------------------------
 
-def global_counts() -> Query:
+def global_counts(rollups: bool = True) -> Query:
     """Distinct networks and countries, and measurements, over all of fastpath."""
+    if rollups:
+        return ("SELECT uniqExact(probe_asn) AS network_count, uniqExact(probe_cc) AS "
+                "country_count, sum(n_measurement) AS measurement_count FROM fastpath_daily", {})
     return ("SELECT uniqExact(probe_asn) AS network_count, uniqExact(probe_cc) AS country_count,"
             " count() AS measurement_count FROM fastpath", {})
 
 
-def monthly_counts(today: dt.date, months: int = MONTHS) -> Query:
+def monthly_counts(today: dt.date, months: int = MONTHS, rollups: bool = True) -> Query:
     """Per calendar month of the window: distinct networks, distinct countries, measurements."""
     window = month_window(today, months)
+    since = dt.datetime.combine(window[0], dt.time())
+    until = dt.datetime.combine(add_months(window[-1], 1), dt.time())
+    if rollups:  # the window is whole months
+        sql = """SELECT toStartOfMonth(day) AS month,
+    uniqExact(probe_asn) AS networks, uniqExact(probe_cc) AS countries,
+    sum(n_measurement) AS measurements
+FROM fastpath_daily
+WHERE day >= %(since)s AND day < %(until)s
+GROUP BY month
+ORDER BY month"""
+        return sql, {"since": since.date(), "until": until.date()}
     sql = """SELECT toStartOfMonth(measurement_start_time) AS month,
     uniqExact(probe_asn) AS networks, uniqExact(probe_cc) AS countries, count() AS measurements
 FROM fastpath
 WHERE measurement_start_time >= %(since)s AND measurement_start_time < %(until)s
 GROUP BY month
 ORDER BY month"""
-    since = dt.datetime.combine(window[0], dt.time())
-    until = dt.datetime.combine(add_months(window[-1], 1), dt.time())
     return sql, {"since": since, "until": until}
 
 
@@ -65,10 +82,12 @@ ORDER BY probe_cc"""
     return sql, {"first_valid": FIRST_VALID}
 
 
-def network_counts() -> Query:
+def network_counts(rollups: bool = True) -> Query:
     """All-time measurements per ASN with the newest asnmeta organisation name ('' if none)."""
-    sql = """SELECT m.probe_asn AS probe_asn, m.cnt AS cnt, a.org AS org_name
-FROM (SELECT probe_asn, count() AS cnt FROM fastpath GROUP BY probe_asn) AS m
+    counts = ("SELECT probe_asn, sum(n_measurement) AS cnt FROM fastpath_daily GROUP BY probe_asn"
+              if rollups else "SELECT probe_asn, count() AS cnt FROM fastpath GROUP BY probe_asn")
+    sql = f"""SELECT m.probe_asn AS probe_asn, m.cnt AS cnt, a.org AS org_name
+FROM ({counts}) AS m
 LEFT JOIN (
     SELECT asn, argMax(org_name, (changed, org_name)) AS org FROM asnmeta GROUP BY asn
 ) AS a ON m.probe_asn = a.asn
@@ -76,10 +95,12 @@ ORDER BY probe_asn"""
     return sql, {}
 
 
-def domain_counts() -> Query:
+def domain_counts(rollups: bool = True) -> Query:
     """Every test-list domain with its category (the global list's first, then the shortest
     URL's) and its all-time web_connectivity measurements (0 if none)."""
-    sql = """SELECT c.domain AS domain_name, c.category AS category_code,
+    table, count = ("fastpath_daily_domain", "sum(n_measurement)") if rollups else (
+        "fastpath", "count()")
+    sql = f"""SELECT c.domain AS domain_name, c.category AS category_code,
     f.cnt AS measurement_count
 FROM (
     SELECT domain, argMin(category_code, (cc != 'ZZ', length(url), url, category_code))
@@ -87,7 +108,7 @@ FROM (
     FROM citizenlab GROUP BY domain
 ) AS c
 LEFT JOIN (
-    SELECT domain, count() AS cnt FROM fastpath
+    SELECT domain, {count} AS cnt FROM {table}
     WHERE test_name = 'web_connectivity' AND domain IN (SELECT domain FROM citizenlab)
     GROUP BY domain
 ) AS f ON c.domain = f.domain

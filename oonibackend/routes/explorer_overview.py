@@ -101,7 +101,7 @@ class Stat:
     database looks like (answers of an empty database are not cached: they are cheap, and a
     fresh install or restore shows its data at once rather than zeros for an hour)."""
 
-    query: Callable[[dt.date], oq.Query]
+    query: Callable[[dt.date, bool], oq.Query]  # (day, read the rollups)
     shape: Callable[[list[dict[str, Any]], dt.date], Any]
     join: bool = False
     empty: Callable[[list[dict[str, Any]]], bool] = _no_rows
@@ -122,15 +122,16 @@ def _global(rows: list[dict[str, Any]], day: dt.date) -> dict[str, int]:
 
 
 STATS: dict[str, Stat] = {
-    "global": Stat(lambda day: oq.global_counts(), _global,
+    "global": Stat(lambda day, rollups: oq.global_counts(rollups), _global,
                    empty=lambda rows: not rows or not rows[0]["measurement_count"]),
-    "monthly": Stat(oq.monthly_counts, oq.month_series),
-    "countries": Stat(lambda day: oq.country_counts(),
+    "monthly": Stat(lambda day, rollups: oq.monthly_counts(day, rollups=rollups),
+                    oq.month_series),
+    "countries": Stat(lambda day, rollups: oq.country_counts(),
                       lambda rows, day: {r["probe_cc"]: r for r in rows}),
-    "networks": Stat(lambda day: oq.network_counts(), lambda rows, day: oq.networks_list(rows),
-                     join=True),
-    "domains": Stat(lambda day: oq.domain_counts(), lambda rows, day: oq.domains_list(rows),
-                    join=True),
+    "networks": Stat(lambda day, rollups: oq.network_counts(rollups),
+                     lambda rows, day: oq.networks_list(rows), join=True),
+    "domains": Stat(lambda day, rollups: oq.domain_counts(rollups),
+                    lambda rows, day: oq.domains_list(rows), join=True),
 }
 
 
@@ -154,7 +155,7 @@ def period_day(period: int) -> dt.date:
 async def _compute(app: web.Application, name: str, period: int) -> Any:
     stat = STATS[name]
     day = period_day(period)
-    sql, params = stat.query(day)
+    sql, params = stat.query(day, app[CONFIG].aggregation.rollups)
     t0 = time.monotonic()
     rows = await app[DB].query(sql, params, _settings(app, stat.join))
     seconds = time.monotonic() - t0

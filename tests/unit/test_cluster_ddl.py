@@ -78,12 +78,23 @@ def test_cluster_ddl_of_every_migration_statement(name, stmt):
 
 
 def test_materialized_views_get_a_replicated_inner_table():
-    views = [s for _, s in STATEMENTS if s.startswith("CREATE MATERIALIZED VIEW")]
+    views = [s for _, s in STATEMENTS
+             if s.startswith("CREATE MATERIALIZED VIEW") and "ENGINE" in s]
     assert len(views) == 2
     for v in views:
         out = on_cluster(v, CLUSTER)
         assert f"ENGINE = ReplicatedSummingMergeTree({PATH_ARGS})" in out
         assert out.split("\nAS SELECT", 1)[1] == v.split("\nAS SELECT", 1)[1]
+
+
+def test_views_into_a_table_are_created_on_every_host():
+    """The rollups' views (0012) write into their own replicated tables: no inner engine."""
+    views = {_HEAD.match(s).group(2): on_cluster(s, CLUSTER) for _, s in STATEMENTS
+             if s.startswith("CREATE MATERIALIZED VIEW") and "ENGINE" not in s}
+    assert set(views) == {"fastpath_daily_mv", "fastpath_daily_domain_mv"}
+    for name, out in views.items():
+        assert out.startswith(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {name}{ON} TO fastpath_")
+        assert "Replicated" not in out
 
 
 def test_copies_and_local_engines_are_created_on_every_host():
@@ -197,7 +208,8 @@ async def test_migrate_runs_every_ddl_statement_on_the_cluster():
     ddl = [s for s in driver.executed if not s.startswith("INSERT")]
     assert ddl[0].strip().startswith(f"CREATE TABLE IF NOT EXISTS schema_migrations{ON}")
     assert all(ON in s for s in ddl)
-    assert sum(s.startswith("INSERT") for s in driver.executed) == 1  # the test_groups seed
+    # the test_groups seed and the rollups' backfill (0012)
+    assert sum(s.startswith("INSERT") for s in driver.executed) == 3
     assert not any("ENGINE = MergeTree" in s or "ENGINE = ReplacingMergeTree" in s for s in ddl)
     assert {t for t, _ in driver.inserted} == {"schema_migrations"}
 

@@ -82,10 +82,10 @@ def test_requests_are_normalised_into_equal_cache_keys():
     assert a.probe_ccs == ("CN", "IR", "RU")
 
 
-# ---- SQL ----
+# ---- SQL (fastpath alone; the rollups: tests/unit/test_aggregation_plan.py) ----
 
 def test_no_axis_is_one_aggregate_row_without_group_by():
-    s, p = aq.build(aq.make(probe_ccs=["IT"], since=SINCE, until=D(2024, 2, 1)))
+    s, p = aq.build(aq.make(probe_ccs=["IT"], since=SINCE, until=D(2024, 2, 1)), rollups=False)
     assert "GROUP BY" not in s and "ORDER BY" not in s
     assert "fastpath.measurement_start_time >= %(since)s" in s
     assert "fastpath.measurement_start_time < %(until)s" in s
@@ -93,7 +93,7 @@ def test_no_axis_is_one_aggregate_row_without_group_by():
 
 
 def test_the_five_measures_are_legacys():
-    s, _ = aq.build(aq.make())
+    s, _ = aq.build(aq.make(), rollups=False)
     assert "countIf(anomaly = 't' AND confirmed = 'f' AND msm_failure = 'f') AS anomaly_count" in s
     assert "countIf(confirmed = 't' AND msm_failure = 'f') AS confirmed_count" in s
     assert "countIf(msm_failure = 't') AS failure_count" in s
@@ -118,7 +118,7 @@ def test_time_buckets(grain, expr):
     since, until = (SINCE, D(2024, 1, 2)) if grain == "hour" else (SINCE, D(2025, 6, 1))
     a = aq.make(axis_x="measurement_start_day", axis_y="probe_cc", since=since, until=until,
                 time_grain=grain)
-    s, _ = aq.build(a)
+    s, _ = aq.build(a, rollups=False)
     assert f"{expr} AS measurement_start_day" in s
     assert "GROUP BY measurement_start_day, probe_cc\nORDER BY measurement_start_day, probe_cc" in s
     assert aq.time_grain_of(a) == grain

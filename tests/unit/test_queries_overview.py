@@ -75,12 +75,15 @@ def test_month_series_ignores_rows_outside_the_window_and_keeps_the_current_mont
 # -- SQL ------------------------------------------------------------------------------------
 
 def test_monthly_counts_covers_the_window_up_to_next_month():
-    sql, params = oq.monthly_counts(TODAY)
+    sql, params = oq.monthly_counts(TODAY, rollups=False)
     assert params == {"since": dt.datetime(2024, 11, 1), "until": dt.datetime(2026, 12, 1)}
     rendered = render(sql, params)
     assert "measurement_start_time >= toDateTime('2024-11-01 00:00:00')" in rendered
     assert "measurement_start_time < toDateTime('2026-12-01 00:00:00')" in rendered
     assert "GROUP BY month" in sql and "uniqExact(probe_asn)" in sql
+    sql, params = oq.monthly_counts(TODAY)  # from the rollup: the same whole months
+    assert params == {"since": dt.date(2024, 11, 1), "until": dt.date(2026, 12, 1)}
+    assert "FROM fastpath_daily" in sql and "day >= %(since)s AND day < %(until)s" in sql
 
 
 def test_country_counts_filters_clock_errors_for_the_overview_only():
@@ -95,6 +98,14 @@ def test_country_counts_filters_clock_errors_for_the_overview_only():
 def test_full_table_statistics_render(build):
     sql, params = build()
     assert "%(" not in render(sql, params)
+
+
+@pytest.mark.parametrize("build, table", [(oq.global_counts, "fastpath_daily"),
+                                          (oq.network_counts, "fastpath_daily"),
+                                          (oq.domain_counts, "fastpath_daily_domain")])
+def test_full_table_statistics_read_the_rollups(build, table):
+    assert f"FROM {table}" in build()[0] and "sum(n_measurement)" in build()[0]
+    assert "fastpath_daily" not in build(rollups=False)[0]
 
 
 def test_domain_metadata_query_looks_up_both_www_variants():
