@@ -153,3 +153,35 @@ async def test_file_gone_before_delivery(tmp_path):
             assert s.fwd.pending == 0 and not fp.counts()
         finally:
             fp.stop()
+
+
+async def test_batches_carry_many_measurements(tmp_path):
+    """Pending measurements go in batches: far fewer requests than measurements."""
+    port = free_port()
+    async with Stack(make_cfg(tmp_path, port, concurrency=2)) as s:
+        sent = await s.submit(300)  # fastpath down: all pending
+        fp = FakeFastpath(port).start()
+        try:
+            assert await until(lambda: set(fp.counts()) == set(sent))
+            await asyncio.sleep(0.3)
+            assert all(c == 1 for c in fp.counts().values()) and fp.bodies() == sent
+            assert fp.requests <= 10, fp.requests
+        finally:
+            fp.stop()
+    assert delivered_on_disk(tmp_path) == set(sent)
+
+
+async def test_older_feeder_is_fed_one_by_one(tmp_path):
+    """A feeder without the batch route (400 for "batch") still gets everything, once."""
+    port = free_port()
+    fp = FakeFastpath(port, batches=False).start()
+    try:
+        async with Stack(make_cfg(tmp_path, port, concurrency=2)) as s:
+            sent = await s.submit(50)
+            assert await until(lambda: set(fp.counts()) == set(sent))
+            await asyncio.sleep(0.3)
+            assert all(c == 1 for c in fp.counts().values()) and fp.bodies() == sent
+            assert fp.requests == 50
+            assert await until(lambda: delivered_on_disk(tmp_path) == set(sent), 3)
+    finally:
+        fp.stop()
