@@ -136,6 +136,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=float, default=1000.0, help="submissions per second")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of submission")
+    ap.add_argument("--batch-interval", type=float, default=None,
+                    help="[fastpath] batch_interval (default: the config's, 1 s)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="oonilag-"))
     api_port, fp_port = free_port(), free_port()
@@ -144,6 +146,7 @@ def main() -> int:
 port = {api_port}
 [fastpath]
 port = {fp_port}
+{"" if args.batch_interval is None else f"batch_interval = {args.batch_interval}"}
 [quotas]
 enabled = false
 [logging]
