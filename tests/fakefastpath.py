@@ -20,8 +20,9 @@ from oonibackend.spool import delivery
 
 class FakeFastpath:
     def __init__(self, port: int, fail_first: int = 0, delay: float = 0.0,
-                 batches: bool = True) -> None:
+                 batches: bool = True, sizes: list[int] | None = None) -> None:
         self.port = port
+        self.sizes = sizes if sizes is not None else []  # request body sizes
         self.batches = batches
         self.requests = 0
         self.fail_first = fail_first
@@ -46,6 +47,7 @@ class FakeFastpath:
             await asyncio.sleep(self.delay)
         with self._lock:
             self.requests += 1
+            self.sizes.append(len(body))
             if self.refused < self.fail_first:
                 self.refused += 1
                 return web.Response(status=503, text="busy")

@@ -223,7 +223,7 @@ class Forwarder:
         return out
 
     async def _deliver(self, batch: list[_Item]) -> None:
-        items = await self._load(batch)
+        items = self._fit(await self._load(batch))
         if not items:
             return
         assert self._session is not None
@@ -237,7 +237,7 @@ class Forwarder:
                     self._batch_urls.discard(url)
                 elif status in (400, 404, 405):
                     self._batch_urls.discard(url)  # ... deliver to it one by one
-                    for hour_dir, uid, body in items:
+                    for hour_dir, uid, body in reversed(items):
                         self._requeue_first(hour_dir, uid, body)
                     return
                 if status is not None and 200 <= status < 300:
@@ -246,7 +246,7 @@ class Forwarder:
                     return
             if url not in self._batch_urls:
                 if len(items) > 1:  # taken before the URL was found to be old
-                    for hour_dir, uid, body in items[1:]:
+                    for hour_dir, uid, body in reversed(items[1:]):
                         self._requeue_first(hour_dir, uid, body)
                     items = items[:1]
                 hour_dir, uid, body = items[0]
@@ -265,6 +265,19 @@ class Forwarder:
             self._backoff = min(self._backoff * 2, self._retry_max)
         for hour_dir, uid, _ in items:
             self._requeue(hour_dir, uid)
+
+    def _fit(self, items: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+        """The head of `items` within BATCH_BYTES (at least one item); the rest goes back to
+        the head of the queue. Bodies read from disk are only known in size once read, and
+        a batch over the feeder's limit would be refused (413) at every try."""
+        size = 0
+        for i, (_, _, body) in enumerate(items):
+            size += len(body)
+            if i and size > BATCH_BYTES:
+                for hour_dir, uid, rest in reversed(items[i:]):
+                    self._requeue_first(hour_dir, uid, rest)
+                return items[:i]
+        return items
 
     async def _post(self, url: str, data: bytes, content_type: str) -> int | None:
         """One POST; its status, or None when the feeder could not be reached."""

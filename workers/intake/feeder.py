@@ -61,7 +61,8 @@ class Feeder:
         self._expected = f"Bearer {key}".encode()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=max(self._max, BATCH_MAX_BYTES),
+        # A batch of one largest measurement: its body and a record's head and uid.
+        app = web.Application(client_max_size=max(self._max + 4096, BATCH_MAX_BYTES),
                               middlewares=[error_middleware])
         # Every path (newlines too), so that any malformed uid gets the JSON 400.
         app.router.add_route("*", r"/{path:[\s\S]*}", self.handle)
