@@ -1,4 +1,6 @@
-"""A tiny real HTTP server standing in for the fastpath: records `POST /<uid>` bodies.
+"""A tiny real HTTP server standing in for the fastpath: records `POST /<uid>` bodies and
+the measurements of `POST /batch` (oonibackend/spool/delivery.py); `batches=False` plays a
+feeder older than the batch route (it answers 400: "batch" is no uid).
 
 Runs an aiohttp server on its own event loop in a thread, so tests can start it late (the
 fastpath was down), make it refuse (`fail_first` answers 503 first), and count deliveries.
@@ -13,10 +15,16 @@ from collections import Counter
 
 from aiohttp import web
 
+from oonibackend.spool import delivery
+
 
 class FakeFastpath:
-    def __init__(self, port: int, fail_first: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, port: int, fail_first: int = 0, delay: float = 0.0,
+                 batches: bool = True, sizes: list[int] | None = None) -> None:
         self.port = port
+        self.sizes = sizes if sizes is not None else []  # request body sizes
+        self.batches = batches
+        self.requests = 0
         self.fail_first = fail_first
         self.delay = delay
         self.received: list[tuple[str, bytes]] = []
@@ -32,13 +40,21 @@ class FakeFastpath:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        uid = request.match_info["uid"]
+        if uid == delivery.PATH and not self.batches:
+            return web.Response(status=400, text="invalid measurement uid")
         if self.delay:
             await asyncio.sleep(self.delay)
         with self._lock:
+            self.requests += 1
+            self.sizes.append(len(body))
             if self.refused < self.fail_first:
                 self.refused += 1
                 return web.Response(status=503, text="busy")
-            self.received.append((request.match_info["uid"], body))
+            if uid == delivery.PATH:
+                self.received.extend((i.uid, i.body) for i in delivery.decode(body, 1 << 30))
+            else:
+                self.received.append((uid, body))
         return web.Response(text="")
 
     def start(self) -> FakeFastpath:

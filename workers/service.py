@@ -48,6 +48,8 @@ FIRST_LOAD_WAIT = 10.0
 QUARANTINE_RETRY = 5.0
 # Distinct test_name label values in metrics (test names come from probes: bound them).
 MAX_TEST_NAMES = 100
+# Measurements in flight per scoring worker, sent in batches of half as many (pool.py).
+PREFETCH = 32
 
 
 def fastpath_dir(cfg: Config) -> Path:
@@ -73,7 +75,7 @@ class Service:
             on_committed=self.queue.commit, on_rejected=self._rejected, journal=self.journal)
         self.pool: Pool[Entry] = Pool(
             fp.workers, on_done=self._done, on_error=self._failed, metrics=self.metrics,
-            process_ref=process_ref, fingerprints_ref=fingerprints_ref,
+            process_ref=process_ref, fingerprints_ref=fingerprints_ref, prefetch=PREFETCH,
             log_level=cfg.logging.level, log_format=cfg.logging.format)
         validate = None
         if fingerprints_ref:

@@ -1,8 +1,10 @@
 """`Forwarder`: deliver spooled measurements to the fastpath, in the background.
 
 The probe's answer never waits for the fastpath: a measurement is acknowledged once it is in
-the spool, and this task delivers it afterwards with `POST <fastpath url><uid>` (URLs tried in
-order, 2xx = delivered). Delivered uids are appended to `<hour dir>/.delivered`, so what is
+the spool, and this task delivers it afterwards, in batches: `POST <fastpath url>batch`
+(oonibackend/spool/delivery.py; up to BATCH_ITEMS measurements per request, URLs tried in
+order, 2xx = all delivered), or `POST <fastpath url><uid>` one by one to a feeder older than
+the batch route. Delivered uids are appended to `<hour dir>/.delivered`, so what is
 pending is always "`*.post` minus `.delivered`" on disk; the in-memory queue is only a cache of
 that. While the fastpath is down, slow or answering 5xx (503 = backpressure), items stay
 pending and attempts back off exponentially from `retry_min` to `retry_max`.
@@ -28,7 +30,7 @@ import aiohttp
 
 from oonibackend.config import Config
 from oonibackend.metrics import Metrics
-from oonibackend.spool import layout
+from oonibackend.spool import delivery, layout
 from oonibackend.spool.writer import Spool
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,11 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES_IN_MEMORY = 64 * 1024 * 1024
 # `.delivered` appends are batched this often.
 FLUSH_INTERVAL = 0.5
+# A delivery request carries at most this many measurements / body bytes (delivery.py), and
+# waits this long for more when it has fewer.
+BATCH_ITEMS = 500
+BATCH_BYTES = 8 * 1024 * 1024
+BATCH_LINGER = 0.01
 
 _Item = tuple[str, str, bytes | None]  # hour dir, uid, body if still in memory
 
@@ -45,6 +52,9 @@ class Forwarder:
     def __init__(self, cfg: Config, spool: Spool, metrics: Metrics) -> None:
         fp = cfg.fastpath
         self._urls = cfg.fastpath_urls()
+        # Feeders believed to take batches: an older one answers the batch route 400 (no
+        # uid) and is then fed one measurement per request.
+        self._batch_urls = set(self._urls)
         self._headers = {"Authorization": f"Bearer {cfg.internal_key()}"}
         self._concurrency = max(1, fp.concurrency)
         self._timeout = fp.timeout
@@ -151,66 +161,144 @@ class Forwarder:
             self._wake.clear()
             await self._wake.wait()
 
+    async def _take(self) -> list[_Item]:
+        """The next batch: the first pending item (waiting for one), then whatever else is
+        queued, up to BATCH_ITEMS / BATCH_BYTES. A batch smaller than BATCH_ITEMS waits
+        BATCH_LINGER once for more: the spool hands items over per WAL group commit (14-25
+        at a time), and a few ms of waiting saves a request per group."""
+        batch = [await self._next()]
+        if len(self._queue) < BATCH_ITEMS and self._batch_urls:
+            await asyncio.sleep(BATCH_LINGER)
+        size = len(batch[0][2] or b"")
+        while (self._queue and len(batch) < BATCH_ITEMS and size < BATCH_BYTES
+               and self._batch_urls):
+            item = self._queue.popleft()
+            if item[2] is not None:
+                self._mem_bytes -= len(item[2])
+                size += len(item[2])
+            batch.append(item)
+        return batch
+
     async def _worker(self) -> None:
         while True:
-            hour_dir, uid, body = await self._next()
-            self._inflight += 1
+            batch = await self._take()
+            self._inflight += len(batch)
             try:
-                await self._deliver(hour_dir, uid, body)
+                await self._deliver(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("fastpath delivery error", extra={"uid": uid})
-                self._requeue(hour_dir, uid)
+                log.exception("fastpath delivery error", extra={"uid": batch[0][1],
+                                                                 "count": len(batch)})
+                for hour_dir, uid, _ in batch:
+                    self._requeue(hour_dir, uid)
                 await asyncio.sleep(self._retry_min)  # a bug must not spin the loop
             finally:
-                self._inflight -= 1
+                self._inflight -= len(batch)
 
-    async def _deliver(self, hour_dir: str, uid: str, body: bytes | None) -> None:
-        if body is None:
-            # Asked before reading: the spool stops owing a file only once it is written, so
-            # a file missing after a "not owed" was written and then removed.
-            if self._spool.owes(hour_dir, uid):
-                self._park(hour_dir, uid)
-                return
-            path = layout.post_path(self._spool.incoming, hour_dir, uid)
-            try:
-                body = await asyncio.to_thread(_read, path)
-            except FileNotFoundError:
-                if self._spool.owes(hour_dir, uid):  # degraded since: the replay will write it
-                    self._park(hour_dir, uid)
-                    return
+    async def _load(self, batch: list[_Item]) -> list[tuple[str, str, bytes]]:
+        """Bodies of the batch, read from their `.post` files where not in memory; items
+        whose file the spool owes are parked, those archived meanwhile dropped."""
+        missing = [(h, u) for h, u, b in batch if b is None]
+        # Asked before reading: the spool stops owing a file only once it is written, so a
+        # file missing after a "not owed" was written and then removed.
+        owed = {u for h, u in missing if self._spool.owes(h, u)}
+        paths = [(u, layout.post_path(self._spool.incoming, h, u)) for h, u in missing
+                 if u not in owed]
+        bodies = await asyncio.to_thread(_read_all, paths) if paths else {}
+        out = []
+        for hour_dir, uid, body in batch:
+            if body is None:
+                body = bodies.get(uid)
+            if body is not None:
+                out.append((hour_dir, uid, body))
+            elif uid in owed or self._spool.owes(hour_dir, uid):
+                self._park(hour_dir, uid)  # degraded since: the replay will write it
+            else:
                 # Archived and removed by the uploader meanwhile: nothing left to deliver.
                 self._known.discard(uid)
                 self._metrics.inc("fastpath_gone_total",
                                   help="Pending measurements removed from the spool before "
                                   "delivery")
-                return
+        return out
+
+    async def _deliver(self, batch: list[_Item]) -> None:
+        items = self._fit(await self._load(batch))
+        if not items:
+            return
         assert self._session is not None
-        loop = asyncio.get_running_loop()
         for url in self._urls:
-            try:
-                async with self._session.post(
-                    url + uid, data=body,
-                    headers={"Content-Type": "application/octet-stream"},
-                ) as resp:
-                    await resp.read()
-                    if 200 <= resp.status < 300:
+            if url in self._batch_urls:
+                status = await self._post(url + delivery.PATH, b"".join(
+                    delivery.encode(uid, body) for _, uid, body in items),
+                    delivery.CONTENT_TYPE)
+                if status in (400, 404, 405) and len(items) == 1:
+                    # An older feeder (no batch route: "batch" is no uid to it)...
+                    self._batch_urls.discard(url)
+                elif status in (400, 404, 405):
+                    self._batch_urls.discard(url)  # ... deliver to it one by one
+                    for hour_dir, uid, body in reversed(items):
+                        self._requeue_first(hour_dir, uid, body)
+                    return
+                if status is not None and 200 <= status < 300:
+                    for hour_dir, uid, _ in items:
                         self._delivered(hour_dir, uid)
-                        return
-                    log.debug("fastpath refused", extra={"url": url, "status": resp.status})
-            except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                log.debug("fastpath unreachable", extra={"url": url, "error": str(e)})
+                    return
+            if url not in self._batch_urls:
+                if len(items) > 1:  # taken before the URL was found to be old
+                    for hour_dir, uid, body in reversed(items[1:]):
+                        self._requeue_first(hour_dir, uid, body)
+                    items = items[:1]
+                hour_dir, uid, body = items[0]
+                status = await self._post(url + uid, body, "application/octet-stream")
+                if status is not None and 200 <= status < 300:
+                    self._delivered(hour_dir, uid)
+                    return
         self._metrics.inc("fastpath_failed_attempts_total",
                           help="Deliveries refused by or failing on every fastpath URL")
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
         if now >= self._retry_at:
             # First failure of this window: back off (concurrent failures don't compound).
             if self._backoff >= self._retry_max:
                 log.warning("fastpath unavailable", extra={"retry_in": self._backoff})
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, self._retry_max)
-        self._requeue(hour_dir, uid)
+        for hour_dir, uid, _ in items:
+            self._requeue(hour_dir, uid)
+
+    def _fit(self, items: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+        """The head of `items` within BATCH_BYTES (at least one item); the rest goes back to
+        the head of the queue. Bodies read from disk are only known in size once read, and
+        a batch over the feeder's limit would be refused (413) at every try."""
+        size = 0
+        for i, (_, _, body) in enumerate(items):
+            size += len(body)
+            if i and size > BATCH_BYTES:
+                for hour_dir, uid, rest in reversed(items[i:]):
+                    self._requeue_first(hour_dir, uid, rest)
+                return items[:i]
+        return items
+
+    async def _post(self, url: str, data: bytes, content_type: str) -> int | None:
+        """One POST; its status, or None when the feeder could not be reached."""
+        assert self._session is not None
+        try:
+            async with self._session.post(url, data=data,
+                                          headers={"Content-Type": content_type}) as resp:
+                await resp.read()
+                if not 200 <= resp.status < 300:
+                    log.debug("fastpath refused", extra={"url": url, "status": resp.status})
+                return resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            log.debug("fastpath unreachable", extra={"url": url, "error": str(e)})
+            return None
+
+    def _requeue_first(self, hour_dir: str, uid: str, body: bytes) -> None:
+        """Back to the head of the queue with its body (sent again at once, singly)."""
+        self._mem_bytes += len(body)
+        self._queue.appendleft((hour_dir, uid, body))
+        assert self._wake is not None
+        self._wake.set()
 
     def _delivered(self, hour_dir: str, uid: str) -> None:
         self._known.discard(uid)
@@ -357,7 +445,14 @@ class Forwarder:
             self._wake.set()
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+def _read_all(paths: list[tuple[str, str]]) -> dict[str, bytes]:
+    """uid -> body of the files that exist (a missing one is left out)."""
+    out = {}
+    for uid, path in paths:
+        try:
+            with open(path, "rb") as f:
+                out[uid] = f.read()
+        except FileNotFoundError:
+            continue
+    return out
 

@@ -36,6 +36,11 @@ def frame(payload: bytes) -> bytes:
     return HEAD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+def crc(payload: bytes) -> int:
+    """The checksum a record's head carries for `payload`."""
+    return zlib.crc32(payload)
+
+
 class Scan(Generic[T]):
     """Iterate the intact records of a file (after its magic) or of a buffer (no magic)
     without loading a file whole. `parse(offset, payload)` turns a payload into a record,

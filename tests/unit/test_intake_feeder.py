@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from oonibackend.metrics import Metrics
+from oonibackend.spool import delivery
 from workers.intake.feeder import Feeder
 from workers.intake.queue import IntakeQueue
 
@@ -133,3 +134,38 @@ async def test_metrics(client):
     assert 'fastpath_feeder_requests_total{status="200"} 1' in text
     assert 'fastpath_feeder_requests_total{status="400"} 1' in text
     assert "fastpath_received_total 1" in text
+
+
+async def test_batch_is_durable_before_200(client, queue):
+    items = [(uid(i), b'{"n": %d}' % i) for i in range(2)]
+    data = b"".join(delivery.encode(u, b) for u, b in items)
+    status, body = await answer(await client.post("/batch", data=data))
+    assert (status, body) == (200, {"stored": 2})
+    got = [await queue.get() for _ in range(2)]
+    assert [(e.uid, e.body) for e in got] == items
+    # Delivered again (the API lost its mark): accepted, not stored twice.
+    assert (await client.post("/batch", data=data)).status == 200
+    assert queue.depth == 2
+
+
+async def test_batch_refused_whole(client, queue):
+    good = delivery.encode(uid(1), b"{}")
+    for data in (good + delivery.encode("bad uid", b"{}"), good + good[:-2],
+                 good + delivery.encode(uid(2), b"x" * 1001)):
+        status, _ = await answer(await client.post("/batch", data=data))
+        assert status == 400
+    assert queue.depth == 0
+    # Beyond the bound (3): nothing of the batch is taken, the API retries it all.
+    data = b"".join(delivery.encode(uid(i), b"{}") for i in range(3))
+    assert (await client.post("/batch", data=data)).status == 200
+    status, _ = await answer(await client.post(
+        "/batch", data=delivery.encode(uid(9), b"{}")))
+    assert status == 503 and queue.depth == 3
+
+
+async def test_batch_needs_the_key(server, queue):
+    async with aiohttp.ClientSession() as c:
+        async with c.post(server.make_url("/batch"),
+                          data=delivery.encode(uid(1), b"{}")) as r:
+            assert r.status == 401
+    assert queue.depth == 0

@@ -248,3 +248,21 @@ def _state(pid: int) -> bytes:
         return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
     except OSError:
         return b"Z"
+
+
+async def test_poison_pill_in_a_batch_blames_only_itself():
+    """Items go to a worker in batches; one killing its worker mid-batch is the only one
+    reported (after its second try), every other item of the batch is scored."""
+    h = Harness(1, prefetch=16)
+    await h.pool.start()
+    try:
+        bodies = [(item(i), b"die" if i == 5 else b"ok") for i in range(12)]
+        for it, body in bodies:  # in one loop iteration: one message
+            assert h.pool.room() > 0
+            h.pool.send(it, body)
+        await h.wait(12)
+        assert set(h.errors) == {item(5).uid}
+        assert h.errors[item(5).uid][1] == "died"
+        assert set(h.done) == {item(i).uid for i in range(12) if i != 5}
+    finally:
+        await h.pool.close()

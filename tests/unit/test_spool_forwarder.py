@@ -9,7 +9,7 @@ from pathlib import Path
 
 from oonibackend import config, ids
 from oonibackend.metrics import Metrics
-from oonibackend.spool import Forwarder, Spool, layout
+from oonibackend.spool import Forwarder, Spool, forwarder, layout
 from tests.conftest import free_port
 from tests.fakefastpath import FakeFastpath
 
@@ -151,5 +151,64 @@ async def test_file_gone_before_delivery(tmp_path):
         try:
             assert await until(lambda: s.metrics.value("fastpath_gone_total") == 1)
             assert s.fwd.pending == 0 and not fp.counts()
+        finally:
+            fp.stop()
+
+
+async def test_batches_carry_many_measurements(tmp_path):
+    """Pending measurements go in batches: far fewer requests than measurements."""
+    port = free_port()
+    async with Stack(make_cfg(tmp_path, port, concurrency=2)) as s:
+        sent = await s.submit(300)  # fastpath down: all pending
+        fp = FakeFastpath(port).start()
+        try:
+            assert await until(lambda: set(fp.counts()) == set(sent))
+            await asyncio.sleep(0.3)
+            assert all(c == 1 for c in fp.counts().values()) and fp.bodies() == sent
+            assert fp.requests <= 10, fp.requests
+        finally:
+            fp.stop()
+    assert delivered_on_disk(tmp_path) == set(sent)
+
+
+async def test_older_feeder_is_fed_one_by_one(tmp_path):
+    """A feeder without the batch route (400 for "batch") still gets everything, once."""
+    port = free_port()
+    fp = FakeFastpath(port, batches=False).start()
+    try:
+        async with Stack(make_cfg(tmp_path, port, concurrency=2)) as s:
+            sent = await s.submit(50)
+            assert await until(lambda: set(fp.counts()) == set(sent))
+            await asyncio.sleep(0.3)
+            assert all(c == 1 for c in fp.counts().values()) and fp.bodies() == sent
+            assert fp.requests == 50
+            assert await until(lambda: delivered_on_disk(tmp_path) == set(sent), 3)
+    finally:
+        fp.stop()
+
+
+async def test_batches_of_bodies_read_from_disk_stay_within_the_byte_limit(tmp_path,
+                                                                           monkeypatch):
+    """Bodies not kept in memory are sized only once read: a batch is cut at BATCH_BYTES
+    (the rest goes first next time), so it never grows past what the feeder accepts."""
+    monkeypatch.setattr(forwarder, "BATCH_BYTES", 1000)
+    port = free_port()
+    sizes: list[int] = []
+    async with Stack(make_cfg(tmp_path, port, concurrency=1)) as s:
+        sent = {}
+        for i in range(30):
+            uid = ids.new_measurement_uid("IT", "webconnectivity")
+            body = b'{"n": %d, "pad": "%s"}' % (i, b"x" * 300)
+            await s.spool.write(ids.hour_dir_of(uid), uid, body)
+            sent[uid] = body
+        await s.spool.files_written()
+        for uid in sent:
+            s.fwd.enqueue(ids.hour_dir_of(uid), uid)  # no body in memory: read from disk
+        fp = FakeFastpath(port, sizes=sizes).start()
+        try:
+            assert await until(lambda: set(fp.counts()) == set(sent))
+            await asyncio.sleep(0.3)
+            assert all(c == 1 for c in fp.counts().values()) and fp.bodies() == sent
+            assert max(sizes) < 1000 + 400 and fp.requests >= 10
         finally:
             fp.stop()

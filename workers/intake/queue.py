@@ -80,6 +80,7 @@ class _Incoming:
     uid: str
     body: bytes
     done: asyncio.Future[Entry]
+    record: bytes | None = None  # already encoded (a delivered batch's record, crc checked)
 
 
 class IntakeQueue:
@@ -237,6 +238,34 @@ class IntakeQueue:
         self._has_incoming.set()
         await asyncio.shield(fut)
 
+    async def put_many(self, items: Iterable[tuple[str, bytes, bytes | None]]) -> None:
+        """`put` for a delivered batch of (uid, body, record or None): returns once every
+        one is durable (one group commit for all, or a few for a large batch). QueueFull
+        when the bound is reached before it: a batch is taken whole or refused whole (the
+        bound may thus be passed by at most one batch). Records given are appended as they
+        are (oonibackend/spool/delivery.py: their crc was checked)."""
+        if self._closed or self._has_incoming is None:
+            raise QueueClosed("fastpath shutting down")
+        if self.full:
+            raise QueueFull(f"{self.depth} measurements queued")
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[Entry]] = []
+        for uid, body, record in items:
+            if uid in self._entries or uid in self.recent:
+                continue
+            writing = self._writing.get(uid)
+            if writing is not None:  # a duplicate within the batch, or one being written
+                waits.append(writing)
+                continue
+            fut: asyncio.Future[Entry] = loop.create_future()
+            self._writing[uid] = fut
+            self._incoming.append(_Incoming(uid, body, fut, record))
+            waits.append(fut)
+        if not waits:
+            return
+        self._has_incoming.set()
+        await asyncio.shield(asyncio.gather(*waits))
+
     async def _write_loop(self) -> None:
         assert self._has_incoming is not None and self._has_pending is not None
         while True:
@@ -288,7 +317,8 @@ class IntakeQueue:
         """Writer thread: encode a batch (crc32 of every body: off the event loop), append
         it to the active segment (a new one when the active is full or sealed) and make it
         durable with one fdatasync. Returns the file, the batch's offset, record sizes."""
-        data = [seg.encode(i.uid, i.body) for i in batch]
+        data = [i.record if i.record is not None else seg.encode(i.uid, i.body)
+                for i in batch]
         file = self._active.file if self._active is not None else None
         if file is None or not file.writable or file.size >= self._segment_bytes:
             seq = self._next_seq

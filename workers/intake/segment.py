@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from oonibackend.spool import records
+from oonibackend.spool import delivery, records
 
 MAGIC = b"OOFPQ\x00\x01\n"
 SUFFIX = ".seg"
@@ -38,23 +38,16 @@ class Record(NamedTuple):
 
 
 def encode(uid: str, body: bytes) -> bytes:
-    u = uid.encode("ascii")
-    if not 0 < len(u) < 256:
-        raise ValueError("uid length must be 1..255")
-    return records.frame(b"".join((bytes((len(u),)), u, body)))
+    """A record: the same bytes the API sends in a batch (oonibackend/spool/delivery.py)."""
+    return delivery.encode(uid, body)
 
 
 def _parse(offset: int, payload: bytes) -> Record | None:
-    if len(payload) < 2:
+    split = delivery.split_payload(payload)
+    if split is None:
         return None
-    ulen = payload[0]
-    if ulen == 0 or 1 + ulen > len(payload):
-        return None
-    try:
-        uid = payload[1:1 + ulen].decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return Record(offset, uid, offset + records.HEAD.size + 1 + ulen, payload[1 + ulen:])
+    uid, at = split
+    return Record(offset, uid, offset + records.HEAD.size + at, payload[at:])
 
 
 def read_records(path: Path) -> tuple[list[Record], int]:

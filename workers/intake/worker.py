@@ -3,6 +3,7 @@
 Started by `Pool` with the spawn context, so it imports only what it needs and inherits
 nothing but its arguments. It reads from its own task queue:
 
+    ("tasks", [(uid, body), ...])   score these measurements, in order
     ("task", uid, body)             score one measurement
     ("fingerprints", dns, http)     rows of the fingerprint tables, loaded by the main process
     None                            stop
@@ -108,9 +109,10 @@ def main(index: int, process_ref: str, fingerprints_ref: str | None, tasks: Any,
                 log.exception("cannot prepare fingerprints; keeping the previous ones",
                               extra={"worker": index})
             continue
-        _, uid, body = msg
+        batch = msg[1] if kind == "tasks" else [msg[1:]]
         try:
-            _answer(results, uid, _score(process, uid, body, fingerprints))
+            for uid, body in batch:
+                _answer(results, uid, _score(process, uid, body, fingerprints))
         except (BrokenPipeError, EOFError):
             return  # the main process is gone
 
