@@ -15,7 +15,7 @@ COMMANDS = {"run", "db-owner", "serve", "db", "update-citizenlab", "update-finge
             "fastpath", "upload", "update-asnmeta", "download-geoip", "backup", "export",
             "restore", "rotate", "detect", "account-role", "bootstrap", "anonc-rotate"}
 # Commands with subcommands, and theirs.
-NESTED = {"db": {"migrate", "exec"}, "fastpath": {"serve", "score", "reprocess"}}
+NESTED = {"db": {"migrate", "exec", "rebuild-rollups"}, "fastpath": {"serve", "score", "reprocess"}}
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
