@@ -129,7 +129,10 @@ async def plan_all(cfg: Config, db: Database, tables: Sequence[str], say: Say) -
             say(f"  {c.name}: {c.rows} rows" + (f" [{c.lo}, {c.hi})" if c.lo else ""))
 
 
-class Backup:
+class TableJob:
+    """What backup and export share: the database, the bucket, progress, the clock and the
+    per-table settings."""
+
     def __init__(self, cfg: Config, db: Database, store: ObjectStore, say: Say,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.cfg = cfg
@@ -137,8 +140,13 @@ class Backup:
         self.store = store
         self.say = say
         self.now = now
-        self.summary = Summary()
         self.settings = catalog.read_settings(cfg.backup)
+
+
+class Backup(TableJob):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.summary = Summary()
 
     def open_state(self, run: str | None) -> BackupState:
         """The unfinished run to resume (unless `run` names another one), else the run `run`

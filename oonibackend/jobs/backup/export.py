@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from oonibackend import jsonutil
 from oonibackend.jobs.backup import catalog, plan
 from oonibackend.jobs.backup.backup import (
     BackupError,
-    Say,
+    TableJob,
     describe,
     dump,
     mb,
@@ -30,10 +30,9 @@ from oonibackend.jobs.backup.backup import (
     time_column,
 )
 from oonibackend.jobs.backup.stream import CsvCounter, collect
-from oonibackend.storage import Database, sql
+from oonibackend.storage import sql
 
 if TYPE_CHECKING:
-    from oonibackend.config import Config
     from oonibackend.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -69,16 +68,10 @@ async def read_json(store: ObjectStore, key: str) -> Any:
         raise BackupError(f"{key}: not valid JSON: {e}") from e
 
 
-class Export:
-    def __init__(self, cfg: Config, db: Database, store: ObjectStore, say: Say,
-                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
-        self.cfg = cfg
-        self.db = db
-        self.store = store
-        self.say = say
-        self.now = now
+class Export(TableJob):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.summary = ExportSummary()
-        self.settings = catalog.read_settings(cfg.backup)
 
     async def run(self, tables: Sequence[str], since: int | None, dry_run: bool
                   ) -> ExportSummary:
