@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ import ooniauth_py
 
 from oonibackend.anonc import manifest as mf
 from oonibackend.anonc.policy import PolicyError, default_rules, parse_rules
-from oonibackend.fileutil import fsync_dir
+from oonibackend.fileutil import write_atomic
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
@@ -55,20 +54,8 @@ def stamp(cfg: Config) -> tuple[Any, ...]:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Atomically replace `path` with `data`, mode 0600, durable."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    """Atomically replace `path` with `data`, mode 0600 in a 0700 directory, durable."""
+    write_atomic(path, data, mode=0o600, dir_mode=0o700)
 
 
 def load(cfg: Config) -> Credentials:

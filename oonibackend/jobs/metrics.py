@@ -8,7 +8,6 @@ made by prometheus-client, from a registry of its own per run (never the library
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from oonibackend.fileutil import fsync_dir
+from oonibackend.fileutil import write_atomic
 
 if TYPE_CHECKING:
     from oonibackend.config import Config
@@ -66,15 +65,4 @@ def write(path: Path, job: str, ok: bool, seconds: float,
     Not `prometheus_client.write_to_textfile`: it renames its temporary file without an fsync,
     so a crash could leave an empty file under the final name; this is its temp + rename, with
     the file's and the directory's fsync."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(generate_latest(_registry(job, ok, seconds, values)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, generate_latest(_registry(job, ok, seconds, values)), dir_mode=0o755)

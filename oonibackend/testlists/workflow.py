@@ -43,7 +43,7 @@ from oonibackend import jsonutil
 from oonibackend.accounts.ids import is_account_id
 from oonibackend.config import Config
 from oonibackend.errors import DomainError, Failed, Forbidden, Invalid, Unavailable, UpstreamFailed
-from oonibackend.fileutil import release_flock, try_flock
+from oonibackend.fileutil import release_flock, try_flock, write_atomic
 from oonibackend.testlists import entries as E
 from oonibackend.testlists.git import Git, GitError, basic_auth_header
 from oonibackend.testlists.github import GitHub, GitHubError
@@ -77,12 +77,7 @@ def _read(path: Path) -> str | None:
 
 def _write(path: Path, text: str) -> None:
     """Atomic replace: a crash leaves the old or the new content, never half of it."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, text.encode())
 
 
 def _unlink(*paths: Path) -> None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from oonibackend.fileutil import fsync_dir
+from oonibackend.fileutil import write_atomic
 from oonibackend.jobs.backup.plan import Chunk
 
 VERSION = 1
@@ -103,11 +102,5 @@ class BackupState:
 
     def save(self) -> None:
         """Write atomically and durably: a crash leaves the previous or the new state."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.d, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        write_atomic(self.path, json.dumps(self.d, indent=1, sort_keys=True).encode(),
+                     dir_mode=0o755)

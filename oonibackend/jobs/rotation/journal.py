@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from oonibackend.fileutil import fsync_dir
+from oonibackend.fileutil import fsync_dir, write_atomic
 
 
 class JournalError(Exception):
@@ -53,14 +52,7 @@ def read(path: Path) -> Pending | None:
 
 def write(path: Path, pending: Pending) -> None:
     """Durably (file and directory fsynced) before the create call."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(pending.to_json())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomic(path, pending.to_json().encode(), dir_mode=0o755)
 
 
 def clear(path: Path) -> None:

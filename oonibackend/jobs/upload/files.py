@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from oonibackend import ids
-from oonibackend.fileutil import fsync_dir
+from oonibackend.fileutil import write_atomic
 from oonibackend.spool.post import measurement_of, published_line
 
 log = logging.getLogger(__name__)
@@ -132,17 +132,6 @@ def _fsync_rename(tmp: Path, final: Path) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, final)
 
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync, rename over `path`, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def build_can(hour_dir: Path, uids: list[str], tar_path: Path, jsonl_path: Path,

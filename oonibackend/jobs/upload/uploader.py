@@ -38,7 +38,7 @@ import orjson
 
 from oonibackend import ids
 from oonibackend.config import Config
-from oonibackend.fileutil import fsync_dir, try_flock
+from oonibackend.fileutil import fsync_dir, try_flock, write_atomic
 from oonibackend.jobs import metrics as jobmetrics
 from oonibackend.jobs.upload import files
 from oonibackend.objectstore import ObjectStore, keys
@@ -174,7 +174,7 @@ class Uploader:
         return state
 
     def _save(self, h: str, state: dict[str, Any]) -> None:
-        files.write_atomic(self._state_path(h), orjson.dumps(state))
+        write_atomic(self._state_path(h), orjson.dumps(state))
 
     def _next_n(self, h: str) -> int:
         try:
@@ -307,7 +307,7 @@ class Uploader:
         done = self.root / "done"
         done.mkdir(parents=True, exist_ok=True)
         next_n = max(c["n"] for c in state["cans"]) + 1
-        files.write_atomic(done / h, f"{next_n}\n".encode())
+        write_atomic(done / h, f"{next_n}\n".encode())
         shutil.rmtree(self.root / h)
         fsync_dir(self.root)
         self._finish_hour(h)
