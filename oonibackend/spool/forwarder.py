@@ -43,7 +43,7 @@ FLUSH_INTERVAL = 0.5
 # waits this long for more when it has fewer.
 BATCH_ITEMS = 500
 BATCH_BYTES = 8 * 1024 * 1024
-BATCH_LINGER = 0.01
+BATCH_LINGER = 0.05
 
 _Item = tuple[str, str, bytes | None]  # hour dir, uid, body if still in memory
 
@@ -76,6 +76,10 @@ class Forwarder:
         self._wake: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
+        # One worker at a time gathers a batch while the others send theirs: with every worker
+        # lingering on its own first item, one WAL group commit became up to `concurrency`
+        # requests (at 1,000/s on 2 cores: fastpath main process 332 -> 187 µs/measurement).
+        self._gather = asyncio.Lock()
         # uid -> hour dir of items whose file the spool still owes (see the module doc).
         self._parked: dict[str, str] = {}
         self._unpark: asyncio.Event | None = None
@@ -165,8 +169,11 @@ class Forwarder:
         """The next batch: the first pending item (waiting for one), then whatever else is
         queued, up to BATCH_ITEMS / BATCH_BYTES. A batch smaller than BATCH_ITEMS waits
         BATCH_LINGER once for more: the spool hands items over per WAL group commit (14-25
-        at a time), and a few ms of waiting saves a request per group."""
+        at a time), and waiting saves requests. 50 ms rather than 10: at 1,000/s on 2 cores
+        the fastpath's CPU per measurement fell from 358-388 µs to 263-294 for 40 ms more
+        lag at the median (p99 1.08 -> 1.13 s; the sink's 1 s batch interval dominates)."""
         batch = [await self._next()]
+        self._inflight += 1  # counted as pending while the batch gathers
         if len(self._queue) < BATCH_ITEMS and self._batch_urls:
             await asyncio.sleep(BATCH_LINGER)
         size = len(batch[0][2] or b"")
@@ -177,12 +184,13 @@ class Forwarder:
                 self._mem_bytes -= len(item[2])
                 size += len(item[2])
             batch.append(item)
+            self._inflight += 1
         return batch
 
     async def _worker(self) -> None:
         while True:
-            batch = await self._take()
-            self._inflight += len(batch)
+            async with self._gather:
+                batch = await self._take()
             try:
                 await self._deliver(batch)
             except asyncio.CancelledError:
@@ -379,8 +387,12 @@ class Forwarder:
         if len(self._queue) >= self._max_pending:
             self._known.discard(uid)
             self._rescan = True
-            return
-        self._queue.append((hour_dir, uid, None))
+        else:
+            self._queue.append((hour_dir, uid, None))
+        # The worker gathering the next batch may be waiting for work while this one was in
+        # flight: wake it.
+        assert self._wake is not None
+        self._wake.set()
 
     # -- disk: .delivered and scans ----------------------------------------------------------
 
