@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Backend, free_port
+from tests.mailbox import Inbox, running_inbox
 from tests.s3server import S3Server
 
 ServeFactory = Callable[..., Backend]
@@ -125,3 +126,10 @@ def s3() -> Iterator[S3Server]:
     s = S3Server()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def inbox() -> Iterator[Inbox]:
+    """A loopback SMTP server for the login e-mails."""
+    with running_inbox() as box:
+        yield box

@@ -4,7 +4,6 @@ and refresh the bearer, roles on the admin routes, forged / expired / expunged t
 
 from __future__ import annotations
 
-import email
 import json
 import re
 import subprocess
@@ -16,7 +15,6 @@ import urllib.request
 
 import jwt
 import pytest
-from aiosmtpd.controller import Controller
 
 from oonibackend.accounts.ids import account_id
 from tests.conftest import Backend, free_port
@@ -24,25 +22,6 @@ from tests.conftest import Backend, free_port
 HASHING_KEY = "CHANGEME"
 SECRET = "j" * 32
 EXPLORER = "https://explorer.ooni.org"
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.Message] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's API
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    box = Inbox()
-    ctl = Controller(box, hostname="127.0.0.1", port=free_port())
-    ctl.start()
-    box.port = ctl.port
-    yield box
-    ctl.stop()
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +59,9 @@ def login(api, inbox, address: str, redirect_to: str = EXPLORER + "/m/abc") -> d
     status, body, _ = call(api, "POST", "/api/v1/user_register",
                            {"email_address": address, "redirect_to": redirect_to})
     assert (status, body) == (200, {"msg": "ok"})
-    deadline = time.monotonic() + 5
-    while len(inbox.messages) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    msg = inbox.messages[-1]
+    msg = inbox.wait(before)
     assert msg["To"] == address.lower() and msg["Subject"] == "OONI Account activation"
-    text = msg.get_body(("plain",)).get_content() if hasattr(msg, "get_body") else \
-        msg.get_payload(0).get_payload(decode=True).decode()
+    text = msg.get_body(("plain",)).get_content()
     link = re.search(r"https://\S+", text).group(0)
     parts = urllib.parse.urlsplit(link)
     assert (parts.scheme, parts.netloc, parts.path) == ("https", "explorer.ooni.org", "/login")

@@ -5,8 +5,6 @@ link's token → session → GET session → refresh; sessions shared with the l
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import re
 import subprocess
@@ -19,7 +17,6 @@ from html.parser import HTMLParser
 
 import jwt
 import pytest
-from aiosmtpd.controller import Controller
 
 from oonibackend.accounts.ids import account_id
 from tests.conftest import Backend, free_port
@@ -29,27 +26,6 @@ HASHING_KEY = "v2-hashing-key"
 SECRET = "s" * 32
 V2 = "/api/v2/ooniauth"
 TIME_A = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.Message] = []
-        self.port = 0
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's API
-        self.messages.append(email.message_from_bytes(envelope.content,
-                                                      policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture(scope="module")
-def inbox():
-    box = Inbox()
-    ctl = Controller(box, hostname="127.0.0.1", port=free_port())
-    ctl.start()
-    box.port = ctl.port
-    yield box
-    ctl.stop()
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +75,6 @@ class FirstLink(HTMLParser):
         self._in = False
 
 
-def wait_mail(inbox, before: int) -> email.message.Message:
-    deadline = time.monotonic() + 10
-    while len(inbox.messages) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(inbox.messages) == before + 1
-    return inbox.messages[-1]
-
-
 def link_of(msg) -> tuple[str, str]:
     """(href, link text) of the first <a> of the HTML part."""
     parser = FirstLink()
@@ -124,7 +92,7 @@ def v2_login_token(api, inbox, address: str, redirect_to: str) -> str:
     expires = time.mktime(time.strptime(body["login_token_expiration"][:19],
                                         "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert abs(expires - (time.time() + 86400)) < 10
-    msg = wait_mail(inbox, before)
+    msg = inbox.wait(before)
     assert msg["Subject"] == "OONI Account activation email"
     assert msg["To"] == address.lower() and msg["From"] == "contact@example.org"
     href, text = link_of(msg)
@@ -188,7 +156,7 @@ def test_a_legacy_bearer_is_a_v2_session_and_roles_are_shared(api, inbox):
     assert call(api, "POST", "/api/v1/user_register",
                 {"email_address": "boss@example.org",
                  "redirect_to": "https://explorer.ooni.org"})[:2] == (200, {"msg": "ok"})
-    msg = wait_mail(inbox, before)
+    msg = inbox.wait(before)
     href, text = link_of(msg)
     assert msg["Subject"] == "OONI Account activation" and text == "Please login here"
     token = urllib.parse.parse_qs(urllib.parse.urlsplit(href).query)["token"][0]
