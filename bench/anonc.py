@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,14 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import SAMPLES, free_port, post_json, wait_http  # noqa: E402
+from run import (  # noqa: E402
+    SAMPLES,
+    free_port,
+    percentile,
+    post_json,
+    start_instance,
+    wait_http,
+)
 
 CC, ASN = "IT", "AS12874"
-
-
-def percentile(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
 
 
 def make_proofs(base: str, version: str, manifest: dict, contents: list[str]) -> list[dict]:
@@ -91,7 +92,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ooniauthbench-"))
     api_port, fp_port = free_port(), free_port()
-    (tmp / "anonc.toml").write_text(f"""
+    backend, _ = start_instance(tmp, "anonc", f"""
 [server]
 port = {api_port}
 [fastpath]
@@ -103,9 +104,6 @@ verify_threads = {args.verify_threads}
 [logging]
 level = "WARNING"
 """)
-    backend = subprocess.Popen(
-        [sys.executable, "-m", "oonibackend", "run", "--config", str(tmp / "anonc.toml"),
-         "--data-dir", str(tmp / "var")], cwd=ROOT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{api_port}"
         wait_http(base + "/health")

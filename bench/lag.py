@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import SAMPLES, free_port, post_json, wait_http  # noqa: E402
+from run import (  # noqa: E402
+    SAMPLES,
+    free_port,
+    percentile,
+    post_json,
+    start_instance,
+    wait_http,
+)
 
 
 def cpu_by_process(pgid: int) -> dict[int, tuple[str, float]]:
@@ -96,11 +102,6 @@ def settle(pgid: int, fp_port: int, timeout: float = 60.0) -> None:
         quiet = quiet + 1 if sum(t for _, t in cpu_by_process(pgid).values()) - a < 0.05 else 0
 
 
-def percentile(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
-
-
 async def submit(base: str, rid: str, bodies: list[bytes], rate: float, duration: float
                  ) -> dict[str, float]:
     import aiohttp
@@ -162,7 +163,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="oonilag-"))
     api_port, fp_port = free_port(), free_port()
-    (tmp / "lag.toml").write_text(f"""
+    backend, conf = start_instance(tmp, "lag", f"""
 [server]
 port = {api_port}
 [fastpath]
@@ -173,9 +174,6 @@ enabled = false
 [logging]
 level = "WARNING"
 """)
-    backend = subprocess.Popen(
-        [sys.executable, "-m", "oonibackend", "run", "--config", str(tmp / "lag.toml"),
-         "--data-dir", str(tmp / "var")], cwd=ROOT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{api_port}"
         wait_http(base + "/health")
@@ -198,7 +196,7 @@ level = "WARNING"
         achieved = len(answered) / (time.monotonic() - t0)
         from oonibackend import config
 
-        cfg = config.load(str(tmp / "lag.toml"), data_dir=str(tmp / "var"))
+        cfg = config.load(str(conf), data_dir=str(tmp / "var"))
         stored = asyncio.run(collect(cfg, answered, 120))
         cpu1 = cpu_by_process(backend.pid)
         lags = [stored[u] - answered[u] for u in stored]

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from lag import collect, percentile, submit  # noqa: E402
-from run import SAMPLES, post_json  # noqa: E402
+from lag import collect, submit  # noqa: E402
+from run import SAMPLES, percentile, post_json  # noqa: E402
 
 from tests.conftest import write_mmdb  # noqa: E402
 from tests.integration.test_multihost import Deployment  # noqa: E402

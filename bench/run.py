@@ -94,6 +94,23 @@ def wait_http(url: str, timeout: float = 90) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The `p` quantile (0 < p < 1) of `values`, nan when there are none."""
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
+
+
+def start_instance(tmp: Path, name: str, toml: str) -> tuple[subprocess.Popen, Path]:
+    """`oonibackend run` on the config `toml` (written to `tmp/<name>.toml`), its data under
+    `tmp/var`, in a process group of its own (stop it with os.killpg)."""
+    conf = tmp / f"{name}.toml"
+    conf.write_text(toml)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oonibackend", "run", "--config", str(conf),
+         "--data-dir", str(tmp / "var")], cwd=ROOT, start_new_session=True)
+    return proc, conf
+
+
 def post_json(url: str, obj: object) -> dict:
     req = urllib.request.Request(url, data=json.dumps(obj).encode(),
                                  headers={"Content-Type": "application/json"})
