@@ -19,6 +19,15 @@ def get(backend: Backend, path: str) -> tuple[int, Any, dict[str, str]]:
         return e.code, json.loads(e.read()), dict(e.headers)
 
 
+def get_raw(backend: Backend, path: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and the body as bytes (for answers that are not JSON, or not yet)."""
+    try:
+        with urllib.request.urlopen(backend.url + path, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
 def ok(backend: Backend, path: str, max_age: int) -> Any:
     status, body, headers = get(backend, path)
     assert status == 200, (path, body)

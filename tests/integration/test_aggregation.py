@@ -13,25 +13,16 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import Backend
+from tests.readcalls import get_raw as get
 from tests.readdata import RECENT_DAY, load_fixture_rows
 
 AGG = "/api/v1/aggregation?"
 MEASURES = ["anomaly_count", "confirmed_count", "failure_count", "ok_count", "measurement_count"]
-
-
-def get(backend: Backend, path: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(backend.url + path, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 def agg(backend: Backend, query: str) -> dict:

@@ -9,21 +9,12 @@ server and the read fixture (tests/readdata.py):
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 
 from tests.conftest import Backend
-
-
-def get(backend: Backend, path: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(backend.url + path, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+from tests.readcalls import get_raw as get
 
 
 def ok_json(backend: Backend, path: str) -> Any:

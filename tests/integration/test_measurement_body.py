@@ -23,8 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from oonibackend.jobs.upload.uploader import JSONL_COLUMNS
 from oonibackend.objectstore.s3 import S3Store
 from oonibackend.storage.http import HTTPDatabase
 from tests.conftest import SAMPLES, Backend
+from tests.readcalls import get_raw as get
 from tests.s3server import S3Server
 from workers.process import FASTPATH_COLUMNS, process
 
@@ -104,14 +103,6 @@ async def insert_jsonl(b: Backend, rows: list[dict[str, Any]]) -> None:
         await db.insert("jsonl", rows, JSONL_COLUMNS)
     finally:
         await db.close()
-
-
-def get(b: Backend, path: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(b.url + path, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 def get_json(b: Backend, path: str) -> tuple[int, dict[str, str], Any]:
