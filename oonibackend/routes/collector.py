@@ -157,7 +157,9 @@ async def submit_measurement(request: web.Request) -> web.Response:
             raise APIError("content is not valid JSON") from None
         content = _json_object(raw_content, "content")
     elif isinstance(content, dict):
-        proof_text = jsonutil.dumps(content).decode()  # no exact bytes to prove: compact JSON
+        # No exact bytes to prove or embed: its compact JSON serves both (encoded once).
+        raw_content = jsonutil.dumps(content)
+        proof_text = raw_content.decode()
     else:
         raise APIError("content must be a measurement (JSON object or string)")
     try:
